@@ -1,0 +1,185 @@
+"""Real parts for the tests: a throwaway redis-server on a free port, and the
+project's own processes (web, worker, beat, flower) started from the Procfile's
+commands with an environment that points them at it. Never the machine's shared
+Redis: this test process's Celery app and cache are pointed at the throwaway one too."""
+
+import base64
+import json
+import os
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import redis
+from django.test import override_settings
+
+from storefront.celery import celery as celery_app
+from storefront.localredis import LocalRedis, RedisUnavailable
+
+BASE_DIR = Path(__file__).resolve().parent
+BROKER_DB, CACHE_DB = 1, 2
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def procfile_command(process):
+    """The command the Procfile gives a process, as an argv."""
+    for line in (BASE_DIR / "Procfile").read_text().splitlines():
+        name, _, command = line.partition(":")
+        if name.strip() == process:
+            return shlex.split(command)
+    raise KeyError(process)
+
+
+def queued_tasks(client, queue="celery"):
+    """(task name, args) of each message waiting in a Redis queue, oldest first."""
+    tasks = []
+    for raw in reversed(client.lrange(queue, 0, -1)):
+        message = json.loads(raw)
+        args, _kwargs, _embed = json.loads(base64.b64decode(message["body"]))
+        tasks.append((message["headers"]["task"], args))
+    return tasks
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory):
+    server = LocalRedis(free_port(), tmp_path_factory.mktemp("redis"))
+    try:
+        server.start()
+    except RedisUnavailable as why:
+        pytest.exit(f"The tests need a real Redis and {why}: install redis-server.", returncode=1)
+    # This process enqueues and caches there too, never on the machine's shared Redis.
+    celery_app.conf.update(broker_url=server.url(BROKER_DB), result_backend=server.url(BROKER_DB))
+    cache = {"BACKEND": "django.core.cache.backends.redis.RedisCache"}
+    with override_settings(CACHES={"default": {**cache, "LOCATION": server.url(CACHE_DB)}}):
+        yield server
+    server.stop()
+
+
+@pytest.fixture(autouse=True)
+def broker(redis_server):
+    """A client on the broker's Redis database, emptied before each test."""
+    client = redis.Redis.from_url(redis_server.url(BROKER_DB))
+    client.flushall()
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def project_env(redis_server, tmp_path):
+    """The environment of the project's processes; a test may change it before starting them."""
+    venv_bin = str(Path(sys.executable).parent)
+    return {
+        **os.environ,
+        "PATH": venv_bin + os.pathsep + os.environ.get("PATH", ""),
+        "DJANGO_SETTINGS_MODULE": "storefront.settings.dev",
+        "CELERY_BROKER_URL": redis_server.url(BROKER_DB),
+        "CELERY_RESULT_BACKEND": redis_server.url(BROKER_DB),
+        "REDIS_CACHE_URL": redis_server.url(CACHE_DB),
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
+        "NOTIFY_CUSTOMERS_SECONDS": "1",
+        "PYTHONUNBUFFERED": "1",
+    }
+
+
+class ProjectProcess:
+    """One running process of the project, its output kept in a log file."""
+
+    def __init__(self, argv, env, log_path, port=None):
+        self.argv, self.log_path, self.port = argv, log_path, port
+        with open(log_path, "wb") as log:
+            self.popen = subprocess.Popen(
+                argv, cwd=BASE_DIR, env=env, stdout=log, stderr=subprocess.STDOUT
+            )
+
+    def url(self, path):
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def log(self):
+        return self.log_path.read_text(errors="replace")
+
+    def wait_for(self, text, count=1, timeout=30):
+        """Wait until `text` has appeared `count` times in the log."""
+        deadline = time.monotonic() + timeout
+        while self.log().count(text) < count:
+            if self.popen.poll() is not None:
+                raise AssertionError(f"{self.argv} exited ({self.popen.returncode}):\n{self.log()}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{text!r} not seen {count}x in {timeout}s:\n{self.log()}")
+            time.sleep(0.1)
+
+    def stop(self, signum=signal.SIGTERM, timeout=30):
+        if self.popen.poll() is None:
+            self.popen.send_signal(signum)
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait()
+
+
+@pytest.fixture
+def start(project_env, tmp_path):
+    """Start a process of the project; every one is stopped when the test ends."""
+    started = []
+
+    def start(name, argv, ready=None, port=None):
+        process = ProjectProcess(argv, project_env, tmp_path / f"{name}.log", port)
+        started.append(process)
+        if ready:
+            process.wait_for(ready)
+        return process
+
+    yield start
+    for process in reversed(started):
+        process.stop()
+
+
+@pytest.fixture
+def start_worker(start):
+    """Start a Celery worker as the Procfile does, with extra options (e.g. --concurrency=1)."""
+
+    def start_worker(name="worker", *options):
+        argv = [*procfile_command("worker"), f"--hostname={name}@%h", *options]
+        return start(name, argv, ready=" ready.")
+
+    return start_worker
+
+
+@pytest.fixture
+def web(start, project_env):
+    """The web server on a free port, its database migrated, no worker running."""
+    subprocess.run(
+        [sys.executable, "manage.py", "migrate", "--noinput"],
+        cwd=BASE_DIR, env=project_env, check=True, capture_output=True,
+    )  # fmt: skip
+    port = free_port()
+    argv = [sys.executable, "manage.py", "runserver", "--noreload", f"127.0.0.1:{port}"]
+    return start("web", argv, ready="Quit the server", port=port)
+
+
+@pytest.fixture
+def start_beat(start, tmp_path):
+    def start_beat():
+        argv = [*procfile_command("beat"), f"--schedule={tmp_path / 'celerybeat-schedule'}"]
+        return start("beat", argv, ready="beat: Starting...")
+
+    return start_beat
+
+
+@pytest.fixture
+def flower(start, project_env):
+    """Flower on a free port, with the credentials in project_env['FLOWER_BASIC_AUTH']."""
+    project_env["FLOWER_BASIC_AUTH"] = "tester:s3cret"
+    port = free_port()
+    argv = [*procfile_command("flower"), f"--port={port}"]
+    return start("flower", argv, ready="Visit me at", port=port)

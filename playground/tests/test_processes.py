@@ -1,0 +1,47 @@
+"""The course's walk-through, with real processes: web, worker, beat and flower
+against a real Redis."""
+
+import requests
+
+from conftest import queued_tasks
+
+
+def test_hello_answers_while_workers_are_offline_and_a_later_worker_runs_the_message(
+    web, start_worker, broker
+):
+    response = requests.get(web.url("/playground/hello/"), timeout=5)
+
+    assert response.status_code == 200
+    assert "Hello Mosh" in response.text
+    assert queued_tasks(broker) == [("playground.tasks.notify_customers", ["Hello"])]
+
+    worker = start_worker()
+    worker.wait_for("Emails were successfully sent!")
+    log = worker.log()
+    assert log.index("Sending 10k emails...") < log.index("Hello") < log.index("successfully")
+    assert queued_tasks(broker) == []
+
+
+def test_beat_sends_notify_customers_on_its_schedule(start_beat, project_env, broker):
+    project_env["NOTIFY_CUSTOMERS_EVERY"] = "0.5"
+
+    beat = start_beat()
+    beat.wait_for("Sending due task notify_customers (playground.tasks.notify_customers)", count=3)
+
+    demo = ("playground.tasks.notify_customers", ["Hello World"])
+    assert queued_tasks(broker).count(demo) >= 3
+
+
+def test_flower_answers_health_probes_and_shows_its_user_the_worker(flower, start_worker):
+    start_worker("flowertest")
+
+    health = requests.get(flower.url("/healthcheck"), timeout=5)
+    anonymous = requests.get(flower.url("/api/workers"), timeout=5)
+    workers = requests.get(
+        flower.url("/api/workers?refresh=1"), auth=("tester", "s3cret"), timeout=10
+    )
+
+    assert (health.status_code, health.text) == (200, "OK")
+    assert anonymous.status_code == 401
+    assert workers.status_code == 200
+    assert any(name.startswith("flowertest@") for name in workers.json())

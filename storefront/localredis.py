@@ -1,0 +1,82 @@
+"""A redis-server owned by this project: the one `make run` starts when no Redis
+answers, and the throwaway ones the tests start, stop, kill and restart.
+
+REDIS_FLAGS is the project's Redis policy in one place; docker-compose.yml passes
+the same flags (a test keeps them in step)."""
+
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import redis
+
+REDIS_FLAGS = (
+    # Every write goes to the append-only file before Redis answers, so queued
+    # messages survive kill -9 of Redis; fsync once a second bounds an OS crash.
+    "--appendonly yes",
+    "--appendfsync everysec",
+    # A full Redis refuses new writes instead of silently dropping queued messages.
+    "--maxmemory-policy noeviction",
+)
+
+
+class RedisUnavailable(RuntimeError):
+    pass
+
+
+class LocalRedis:
+    def __init__(self, port, data_dir):
+        self.port = port
+        self.data_dir = Path(data_dir)
+        self.process = None
+
+    def url(self, db=0):
+        return f"redis://127.0.0.1:{self.port}/{db}"
+
+    def start(self, timeout=10):
+        executable = shutil.which("redis-server")
+        if executable is None:
+            raise RedisUnavailable("redis-server is not installed (not on PATH)")
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        argv = [executable, "--port", str(self.port), "--bind", "127.0.0.1"]
+        argv += ["--dir", str(self.data_dir), "--logfile", str(self.data_dir / "redis.log")]
+        argv += [word for flag in REDIS_FLAGS for word in flag.split()]
+        # Its own session: the Ctrl-C meant for the other processes must not stop
+        # the broker under them.
+        self.process = subprocess.Popen(argv, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while not self.answers():
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RedisUnavailable(f"redis-server did not start: see {self.data_dir}/redis.log")
+            time.sleep(0.05)
+        return self
+
+    def answers(self):
+        return answers(self.url())
+
+    def stop(self):
+        """Shut down as an operator would (SIGTERM): Redis flushes its AOF and exits."""
+        self._end(signal.SIGTERM)
+
+    def kill(self):
+        """Die as in a crash (SIGKILL): nothing is flushed beyond what was written."""
+        self._end(signal.SIGKILL)
+
+    def _end(self, signum):
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signum)
+            self.process.wait(timeout=30)
+
+
+def answers(url, timeout=1.0):
+    """Whether a Redis at `url` answers PING within `timeout` seconds."""
+    client = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
+    try:
+        return client.ping()
+    except redis.RedisError:
+        return False
+    finally:
+        client.close()

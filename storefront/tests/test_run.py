@@ -1,0 +1,22 @@
+"""`make run`'s supervisor (bin/run) when no Redis can be had."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import BASE_DIR, free_port
+
+
+def test_run_without_any_redis_stops_with_one_sentence_saying_how_to_get_one(project_env):
+    url = f"redis://127.0.0.1:{free_port()}/1"
+    env = {**project_env, "CELERY_BROKER_URL": url, "PATH": str(Path(sys.executable).parent)}
+
+    run = subprocess.run(
+        [sys.executable, "bin/run"], cwd=BASE_DIR, env=env, capture_output=True, text=True
+    )
+
+    assert run.returncode == 1
+    assert run.stderr.count("\n") == 1
+    assert f"No Redis answers at {url} and redis-server is not installed" in run.stderr
+    assert "apt install redis-server" in run.stderr
+    assert "docker run -d -p 6379:6379 redis" in run.stderr
