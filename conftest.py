@@ -75,6 +75,16 @@ def broker(redis_server):
 
 
 @pytest.fixture
+def own_redis(project_env, tmp_path):
+    """A Redis of the test's own, to stop, kill and restart; the project's processes use it."""
+    server = LocalRedis(free_port(), tmp_path / "own-redis").start()
+    project_env["CELERY_BROKER_URL"] = project_env["CELERY_RESULT_BACKEND"] = server.url(BROKER_DB)
+    project_env["REDIS_CACHE_URL"] = server.url(CACHE_DB)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
 def project_env(redis_server, tmp_path):
     """The environment of the project's processes; a test may change it before starting them."""
     venv_bin = str(Path(sys.executable).parent)
@@ -156,15 +166,25 @@ def start_worker(start):
 
 
 @pytest.fixture
-def web(start, project_env):
-    """The web server on a free port, its database migrated, no worker running."""
-    subprocess.run(
-        [sys.executable, "manage.py", "migrate", "--noinput"],
-        cwd=BASE_DIR, env=project_env, check=True, capture_output=True,
-    )  # fmt: skip
-    port = free_port()
-    argv = [sys.executable, "manage.py", "runserver", "--noreload", f"127.0.0.1:{port}"]
-    return start("web", argv, ready="Quit the server", port=port)
+def start_web(start, project_env):
+    """Start the web server on a free port, its database migrated."""
+
+    def start_web():
+        subprocess.run(
+            [sys.executable, "manage.py", "migrate", "--noinput"],
+            cwd=BASE_DIR, env=project_env, check=True, capture_output=True,
+        )  # fmt: skip
+        port = free_port()
+        argv = [sys.executable, "manage.py", "runserver", "--noreload", f"127.0.0.1:{port}"]
+        return start("web", argv, ready="Quit the server", port=port)
+
+    return start_web
+
+
+@pytest.fixture
+def web(start_web):
+    """The web server, no worker running."""
+    return start_web()
 
 
 @pytest.fixture

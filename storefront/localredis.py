@@ -54,6 +54,9 @@ class LocalRedis:
             time.sleep(0.05)
         return self
 
+    def client(self, db=0):
+        return redis.Redis.from_url(self.url(db))
+
     def answers(self):
         return answers(self.url())
 

@@ -127,34 +127,89 @@ CELERY_WORKER_SEND_TASK_EVENTS = True
 CELERY_TASK_TRACK_STARTED = True
 # A stuck task is told to stop (soft) and then killed (hard), so it cannot hold a
 # worker process forever; both are well above notify_customers' run time.
-CELERY_TASK_SOFT_TIME_LIMIT = 60
-CELERY_TASK_TIME_LIMIT = 90
+CELERY_TASK_SOFT_TIME_LIMIT = float(os.environ.get("CELERY_TASK_SOFT_TIME_LIMIT", 60))
+CELERY_TASK_TIME_LIMIT = float(os.environ.get("CELERY_TASK_TIME_LIMIT", 90))
 # Workers started before Redis keep trying instead of exiting.
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Exactly one Beat per broker: a second one refuses to start (storefront/beat.py).
+CELERY_BEAT_SCHEDULER = "storefront.beat:SingleBeatScheduler"
 # Django's LOGGING stays in charge of the worker's log lines.
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 
+# Nothing lost when a worker dies: a message is acknowledged only once its task has
+# finished, and given back when the pool process running it is killed (OOM, crash).
+# Every task is written to be safe to run again.
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+# Each pool process reserves one message at a time: none waits behind a long task.
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# A lost broker connection gives the running tasks' messages back to Redis, so stop
+# those tasks instead of letting them run on while another worker starts them again.
+CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = True
+# SIGTERM waits for running tasks (warm shutdown). SIGQUIT or a second Ctrl-C still
+# gives them this long before the cold shutdown; what is cut off goes back to Redis.
+CELERY_WORKER_SOFT_SHUTDOWN_TIMEOUT = float(
+    os.environ.get("CELERY_WORKER_SOFT_SHUTDOWN_TIMEOUT", 10)
+)
+
+# Redis hands a message that was taken but not acknowledged to another worker after
+# this long. It must exceed the hard time limit and any countdown, or a task still
+# running (or waiting for its countdown) would start a second time.
+# A worker killed whole (not just a pool process) leaves its message to the next
+# worker that starts or sweeps (every 10 s) after this long.
+CELERY_VISIBILITY_TIMEOUT = float(os.environ.get("CELERY_VISIBILITY_TIMEOUT", 300))
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": CELERY_VISIBILITY_TIMEOUT,
+    "unacked_restore_interval": 10,
+    "unacked_restore_throttle": 1,
+    # A hung Redis fails a publish after half a second instead of blocking the page
+    # forever, and a Redis that is down fails it at once instead of after seconds of
+    # reconnecting: the sender keeps the message in the outbox (playground/outbox.py).
+    "socket_timeout": 0.5,
+    "socket_connect_timeout": 0.5,
+    "max_retries": 0,
+}
+CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_VISIBILITY_TIMEOUT}
+
 # How long the course's simulated "10k emails" take, in seconds (tests shorten it).
 NOTIFY_CUSTOMERS_SECONDS = float(os.environ.get("NOTIFY_CUSTOMERS_SECONDS", 10))
+# A notify_customers that finds another one running tries again this much later ...
+NOTIFY_CUSTOMERS_RETRY_SECONDS = float(os.environ.get("NOTIFY_CUSTOMERS_RETRY_SECONDS", 5))
+# ... and the lock it waits for expires only after the hard time limit has killed its holder.
+NOTIFY_CUSTOMERS_LOCK_SECONDS = CELERY_TASK_TIME_LIMIT + 10
 
+NOTIFY_CUSTOMERS_EVERY = float(os.environ.get("NOTIFY_CUSTOMERS_EVERY", 5))
+OUTBOX_RELAY_EVERY = float(os.environ.get("OUTBOX_RELAY_EVERY", 10))
+QUARTER_HOUR, WEEK = 15 * 60, 7 * 24 * 3600
+# Each entry expires when its next run is due: a run that could not start in time is
+# dropped instead of piling up behind the others.
 CELERY_BEAT_SCHEDULE = {
     # The course's demo: every 5 seconds (tests shorten it with NOTIFY_CUSTOMERS_EVERY).
     "notify_customers": {
         "task": "playground.tasks.notify_customers",
-        "schedule": float(os.environ.get("NOTIFY_CUSTOMERS_EVERY", 5)),
+        "schedule": NOTIFY_CUSTOMERS_EVERY,
         "args": ["Hello World"],
+        "options": {"expires": NOTIFY_CUSTOMERS_EVERY},
     },
     # The crontab form: every Monday at 7:30 ...
     "notify_customers_monday_morning": {
         "task": "playground.tasks.notify_customers",
         "schedule": crontab(day_of_week=1, hour=7, minute=30),
         "args": ["Have a good week!"],
+        "options": {"expires": WEEK},
     },
     # ... and every 15 minutes.
     "notify_customers_quarter_hourly": {
         "task": "playground.tasks.notify_customers",
         "schedule": crontab(minute="*/15"),
         "args": ["Fresh deals are in."],
+        "options": {"expires": QUARTER_HOUR},
+    },
+    # Hands the broker what the web kept while Redis was away.
+    "relay_outbox": {
+        "task": "playground.tasks.relay_outbox",
+        "schedule": OUTBOX_RELAY_EVERY,
+        "options": {"expires": OUTBOX_RELAY_EVERY},
     },
 }
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from django.conf import settings
 
 from conftest import procfile_command
 from storefront.localredis import REDIS_FLAGS
@@ -39,3 +40,8 @@ def test_compose_has_exactly_one_beat(services):
     beats = [s for s in services.values() if " beat" in str(s.get("command", ""))]
     assert len(beats) == 1
     assert "replicas" not in beats[0].get("deploy", {})
+
+
+def test_compose_lets_a_deploy_wait_for_the_longest_task(services):
+    grace = services["celery"]["stop_grace_period"]
+    assert float(grace.removesuffix("s")) > settings.CELERY_TASK_TIME_LIMIT

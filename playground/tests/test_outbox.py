@@ -1,0 +1,44 @@
+"""The outbox in this process, against the throwaway Redis and one that is down."""
+
+import pytest
+from kombu import Producer
+
+from conftest import free_port, queued_tasks
+from playground import outbox
+from playground.models import OutboxMessage
+from playground.tasks import notify_customers
+from storefront.celery import celery
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def producer_to_nowhere():
+    """A producer whose broker is down: nothing listens on its port."""
+    with celery.connection_for_write(f"redis://127.0.0.1:{free_port()}/1") as connection:
+        yield Producer(connection)
+
+
+def test_delay_keeps_the_message_in_the_outbox_when_the_broker_is_down(producer_to_nowhere):
+    result = notify_customers.apply_async(("Hello",), expires=60, producer=producer_to_nowhere)
+
+    assert isinstance(result, outbox.KeptResult)
+    kept = OutboxMessage.objects.get()
+    assert (str(kept.task_id), kept.task, kept.args) == (
+        result.id,
+        notify_customers.name,
+        ["Hello"],
+    )
+    assert "T" in kept.options["expires"]  # a moment, not "60 s from whenever"
+
+
+def test_relay_publishes_each_kept_message_once_under_its_own_task_id(broker):
+    kept = OutboxMessage.objects.create(
+        task_id="6f1c8a52-0000-4000-8000-000000000001", task=notify_customers.name, args=["Hi"]
+    )
+
+    assert outbox.relay() == 1
+    assert outbox.relay() == 0
+    assert queued_tasks(broker) == [(notify_customers.name, ["Hi"])]
+    assert broker.lrange("celery", 0, -1)[0].count(str(kept.task_id).encode()) >= 1
+    assert not OutboxMessage.objects.exists()

@@ -1,0 +1,43 @@
+"""Celery Beat's scheduler, kept to one Beat per broker: two Beats would send every
+periodic task twice, with no warning. A Beat holds a lock in Redis while it runs;
+a second one refuses to start."""
+
+import logging
+
+import redis
+from celery.beat import PersistentScheduler
+
+logger = logging.getLogger(__name__)
+
+ANOTHER_BEAT = "beat: another Celery Beat holds this broker's lock; exactly one may run."
+
+
+class SingleBeatScheduler(PersistentScheduler):
+    lock_name = "storefront:beat"
+    # Long enough to ride out a pause, short enough that a killed Beat's successor
+    # can start soon after.
+    lock_timeout = 30
+
+    def setup_schedule(self):
+        client = redis.Redis.from_url(self.app.conf.broker_url)
+        self.lock = client.lock(self.lock_name, timeout=self.lock_timeout)
+        if not self.lock.acquire(blocking=False):
+            raise SystemExit(ANOTHER_BEAT)
+        super().setup_schedule()
+
+    def tick(self, *args, **kwargs):
+        try:
+            held = self.lock.owned() and self.lock.reacquire()
+            if not held and not self.lock.acquire(blocking=False):
+                logger.error(ANOTHER_BEAT)
+                raise SystemExit(ANOTHER_BEAT)
+        except redis.ConnectionError as error:
+            # Nothing can be sent while Redis is away; keep the schedule and wait.
+            logger.warning("beat: cannot refresh its lock (%s)", error)
+        # Wake often enough to refresh the lock before it expires.
+        return min(super().tick(*args, **kwargs), self.lock_timeout / 3)
+
+    def close(self):
+        if self.lock.owned():
+            self.lock.release()
+        super().close()
