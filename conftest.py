@@ -6,6 +6,7 @@ Redis: this test process's Celery app and cache are pointed at the throwaway one
 import base64
 import json
 import os
+import secrets
 import shlex
 import signal
 import socket
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import redis
+import yaml
 from django.test import override_settings
 
 from storefront.celery import celery as celery_app
@@ -38,6 +40,12 @@ def procfile_command(process):
         if name.strip() == process:
             return shlex.split(command)
     raise KeyError(process)
+
+
+def compose_command(service):
+    """The command docker-compose.yml gives a service."""
+    compose = yaml.safe_load((BASE_DIR / "docker-compose.yml").read_text())
+    return compose["services"][service]["command"]
 
 
 def queued_tasks(client, queue="celery"):
@@ -185,6 +193,27 @@ def start_web(start, project_env):
 def web(start_web):
     """The web server, no worker running."""
     return start_web()
+
+
+@pytest.fixture
+def prod_env(project_env):
+    """project_env with production settings and their required secrets."""
+    project_env.update(
+        DJANGO_SETTINGS_MODULE="storefront.settings.prod",
+        SECRET_KEY=secrets.token_urlsafe(50),
+        ALLOWED_HOSTS="127.0.0.1,localhost",
+        EMAIL_HOST="127.0.0.1",
+    )
+    return project_env
+
+
+@pytest.fixture
+def prod_web(start, prod_env):
+    """The web service as docker-compose.yml runs it (migrations, then gunicorn),
+    on a free port."""
+    port = free_port()
+    prod_env["GUNICORN_CMD_ARGS"] = f"--bind 127.0.0.1:{port} --workers 2"
+    return start("web", ["sh", "-c", compose_command("web")], ready="Booting worker", port=port)
 
 
 @pytest.fixture

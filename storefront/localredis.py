@@ -12,6 +12,8 @@ from pathlib import Path
 
 import redis
 
+from storefront.health import redis_answers
+
 REDIS_FLAGS = (
     # Every write goes to the append-only file before Redis answers, so queued
     # messages survive kill -9 of Redis; fsync once a second bounds an OS crash.
@@ -58,7 +60,7 @@ class LocalRedis:
         return redis.Redis.from_url(self.url(db))
 
     def answers(self):
-        return answers(self.url())
+        return redis_answers(self.url())
 
     def stop(self):
         """Shut down as an operator would (SIGTERM): Redis flushes its AOF and exits."""
@@ -72,14 +74,3 @@ class LocalRedis:
         if self.process and self.process.poll() is None:
             self.process.send_signal(signum)
             self.process.wait(timeout=30)
-
-
-def answers(url, timeout=1.0):
-    """Whether a Redis at `url` answers PING within `timeout` seconds."""
-    client = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
-    try:
-        return client.ping()
-    except redis.RedisError:
-        return False
-    finally:
-        client.close()

@@ -1,0 +1,16 @@
+"""gunicorn's settings for the web process (docker-compose's `web`). Any of them can be
+overridden with GUNICORN_CMD_ARGS, e.g. "--bind 127.0.0.1:8000 --workers 5"."""
+
+import os
+
+bind = "0.0.0.0:8000"
+# Sync workers: the page does no slow work itself (it is queued), so a few processes
+# per core keep both cores busy. WEB_CONCURRENCY sets it for other machines.
+workers = int(os.environ.get("WEB_CONCURRENCY", 4))
+# A request taking longer than this is a bug: the slow work belongs to Celery.
+timeout = 30
+# On SIGTERM (deploy), requests in flight get this long to finish.
+graceful_timeout = 20
+# One line per request and per error, on stdout/stderr like every other process.
+accesslog = "-"
+errorlog = "-"

@@ -1,0 +1,61 @@
+"""GET /healthz: 200 when the database, the cache and the broker answer, 503 naming
+what is down. Served by a middleware ahead of the others, so that probes, which come
+with whatever Host header the orchestrator uses, need neither ALLOWED_HOSTS nor HTTPS;
+every check has a short timeout, so the answer never hangs."""
+
+import redis
+from django.conf import settings
+from django.core.cache import cache
+from django.db import connection
+from django.http import JsonResponse
+
+TIMEOUT = 0.5
+
+
+def redis_answers(url, timeout=TIMEOUT):
+    """Whether a Redis at `url` answers PING within `timeout` seconds."""
+    client = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
+    try:
+        return client.ping()
+    except redis.RedisError:
+        return False
+    finally:
+        client.close()
+
+
+def database_answers():
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+        return True
+    except Exception:  # any driver's error means the same: not answering
+        return False
+
+
+def cache_answers():
+    try:
+        cache.set("healthz", "ok", timeout=5)
+        return cache.get("healthz") == "ok"
+    except Exception:  # the backend's own error type depends on the backend
+        return False
+
+
+def health():
+    checks = {
+        "database": database_answers(),
+        "cache": cache_answers(),
+        "broker": redis_answers(settings.CELERY_BROKER_URL),
+    }
+    down = [name for name, ok in checks.items() if not ok]
+    body = {"status": "down" if down else "ok", "down": down}
+    return JsonResponse(body, status=503 if down else 200)
+
+
+class HealthCheckMiddleware:
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        if request.path == "/healthz":
+            return health()
+        return self.get_response(request)

@@ -1,0 +1,83 @@
+"""Production settings and the doors they close, with the processes started as
+docker-compose.yml starts them."""
+
+import subprocess
+import sys
+import time
+
+import pytest
+import requests
+
+from conftest import BASE_DIR
+from playground.tasks import notify_customers
+
+REQUIRED = ["SECRET_KEY", "ALLOWED_HOSTS", "DATABASE_URL", "CELERY_BROKER_URL", "REDIS_CACHE_URL"]
+REQUIRED += ["EMAIL_HOST"]
+HTTPS = {"X-Forwarded-Proto": "https"}  # as the TLS proxy in front of gunicorn says
+
+
+def manage(env, *args):
+    argv = [sys.executable, "manage.py", *args]
+    return subprocess.run(argv, cwd=BASE_DIR, env=env, capture_output=True, text=True)
+
+
+@pytest.mark.parametrize("name", REQUIRED)
+def test_production_refuses_to_start_without_each_required_variable(prod_env, name):
+    del prod_env[name]
+
+    check = manage(prod_env, "check")
+
+    assert check.returncode == 1
+    expected = f"storefront: the environment variable {name} is not set; production needs it.\n"
+    assert check.stderr == expected
+
+
+def test_check_deploy_is_clean_under_production_settings(prod_env):
+    check = manage(prod_env, "check", "--deploy", "--fail-level", "WARNING")
+
+    assert check.returncode == 0, check.stderr
+    assert "System check identified no issues (0 silenced)." in check.stdout
+
+
+def test_production_has_no_debug_toolbar(prod_web):
+    debug = requests.get(prod_web.url("/__debug__/render_panel/"), headers=HTTPS, timeout=5)
+    hello = requests.get(prod_web.url("/playground/hello/"), headers=HTTPS, timeout=5)
+
+    assert debug.status_code == 404
+    assert hello.status_code == 200
+    assert "djDebug" not in hello.text
+
+
+def test_production_redirects_plain_http_to_https(prod_web):
+    response = requests.get(prod_web.url("/playground/hello/"), allow_redirects=False, timeout=5)
+
+    assert response.status_code == 301
+    assert response.headers["Location"].startswith("https://")
+
+
+def test_healthz_names_what_is_down_within_a_second_and_recovers(own_redis, prod_web):
+    probe = {"Host": "10.0.0.7:8000"}  # whatever the orchestrator sends, over plain HTTP
+
+    up = requests.get(prod_web.url("/healthz"), headers=probe, timeout=5)
+    own_redis.stop()
+    started = time.monotonic()
+    down = requests.get(prod_web.url("/healthz"), headers=probe, timeout=5)
+    seconds = time.monotonic() - started
+    own_redis.start()
+    back = requests.get(prod_web.url("/healthz"), headers=probe, timeout=5)
+
+    assert (up.status_code, up.json()) == (200, {"status": "ok", "down": []})
+    assert (down.status_code, down.json()) == (503, {"status": "down", "down": ["cache", "broker"]})
+    assert seconds < 1
+    assert back.status_code == 200
+
+
+def test_a_pickled_message_is_refused_and_never_run(start_worker, broker):
+    worker = start_worker()
+
+    notify_customers.apply_async(("Pickled",), serializer="pickle")
+
+    worker.wait_for("Refusing to deserialize untrusted content of type pickle")
+    time.sleep(1)
+    assert "]: Pickled" not in worker.log()
+    assert broker.llen("celery") == 0
