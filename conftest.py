@@ -3,21 +3,28 @@ project's own processes (web, worker, beat, flower) started from the Procfile's
 commands with an environment that points them at it. Never the machine's shared
 Redis: this test process's Celery app and cache are pointed at the throwaway one too."""
 
+import asyncio
 import base64
 import json
+import logging
 import os
 import secrets
 import shlex
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
+import threading
 import time
+from contextlib import closing, suppress
+from email import message_from_bytes
 from pathlib import Path
 
 import pytest
 import redis
 import yaml
+from aiosmtpd.controller import Controller
 from django.test import override_settings
 
 from storefront.celery import celery as celery_app
@@ -104,7 +111,6 @@ def project_env(redis_server, tmp_path):
         "CELERY_RESULT_BACKEND": redis_server.url(BROKER_DB),
         "REDIS_CACHE_URL": redis_server.url(CACHE_DB),
         "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
-        "NOTIFY_CUSTOMERS_SECONDS": "1",
         "PYTHONUNBUFFERED": "1",
     }
 
@@ -115,9 +121,11 @@ class ProjectProcess:
     def __init__(self, argv, env, log_path, port=None):
         self.argv, self.log_path, self.port = argv, log_path, port
         with open(log_path, "wb") as log:
+            # A session of its own, so that nothing it leaves behind outlives the test.
             self.popen = subprocess.Popen(
-                argv, cwd=BASE_DIR, env=env, stdout=log, stderr=subprocess.STDOUT
-            )
+                argv, cwd=BASE_DIR, env=env, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )  # fmt: skip
 
     def url(self, path):
         return f"http://127.0.0.1:{self.port}{path}"
@@ -136,13 +144,15 @@ class ProjectProcess:
             time.sleep(0.1)
 
     def stop(self, signum=signal.SIGTERM, timeout=30):
+        """Stop it as a deploy would (SIGTERM to the main process); if it has not
+        exited after `timeout` seconds, kill it and all its children."""
         if self.popen.poll() is None:
             self.popen.send_signal(signum)
-            try:
+            with suppress(subprocess.TimeoutExpired):
                 self.popen.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.popen.kill()
-                self.popen.wait()
+        with suppress(ProcessLookupError):
+            os.killpg(self.popen.pid, signal.SIGKILL)
+        self.popen.wait()
 
 
 @pytest.fixture
@@ -173,15 +183,82 @@ def start_worker(start):
     return start_worker
 
 
+def manage(env, *args, check=True):
+    """Run a manage.py command as the project's processes would; by default, fail on error."""
+    argv = [sys.executable, "manage.py", *args]
+    return subprocess.run(argv, cwd=BASE_DIR, env=env, check=check, capture_output=True, text=True)
+
+
 @pytest.fixture
-def start_web(start, project_env):
+def database(project_env):
+    """The processes' database (an SQLite file of the test's own), migrated; an open
+    connection to read it."""
+    manage(project_env, "migrate", "--noinput")
+    path = project_env["DATABASE_URL"].removeprefix("sqlite:///")
+    with closing(sqlite3.connect(path)) as connection:
+        yield connection
+
+
+@pytest.fixture
+def seed_customers(database, project_env):
+    def seed_customers(count):
+        manage(project_env, "seed_customers", str(count))
+
+    return seed_customers
+
+
+class Inbox:
+    """The test SMTP server's handler: keeps what it receives, and plays faults."""
+
+    def __init__(self):
+        self.messages = []
+        self.delay = 0.0  # seconds before taking each message
+        self.refusals = 0  # the next recipients to refuse with 451 (try again later)
+        self.refused = set()  # addresses to refuse with 451 every time
+        self.hold_at = None  # hold the message after this many, until release()
+        self.holding, self._released = threading.Event(), threading.Event()
+
+    def release(self):
+        self.hold_at = None
+        self._released.set()
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        if self.refusals or address in self.refused:
+            self.refusals = max(self.refusals - 1, 0)
+            return "451 4.3.0 Try again later"
+        if self.hold_at is not None and len(self.messages) >= self.hold_at:
+            # The client waits for this answer; the server has not taken the message.
+            self.holding.set()
+            while not self._released.is_set():
+                await asyncio.sleep(0.05)
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server, session, envelope):
+        await asyncio.sleep(self.delay)
+        self.messages.append(message_from_bytes(envelope.content))
+        return "250 Message accepted for delivery"
+
+
+@pytest.fixture
+def smtp_server(project_env):
+    """A real SMTP server (aiosmtpd) on a free port; the project's processes send to it."""
+    logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd's every command
+    inbox = Inbox()
+    port = free_port()
+    controller = Controller(inbox, hostname="127.0.0.1", port=port)
+    controller.start()
+    project_env.update(EMAIL_HOST="127.0.0.1", EMAIL_PORT=str(port))
+    yield inbox
+    inbox.release()
+    controller.stop()
+
+
+@pytest.fixture
+def start_web(start, project_env, database):
     """Start the web server on a free port, its database migrated."""
 
     def start_web():
-        subprocess.run(
-            [sys.executable, "manage.py", "migrate", "--noinput"],
-            cwd=BASE_DIR, env=project_env, check=True, capture_output=True,
-        )  # fmt: skip
         port = free_port()
         argv = [sys.executable, "manage.py", "runserver", "--noreload", f"127.0.0.1:{port}"]
         return start("web", argv, ready="Quit the server", port=port)
@@ -209,8 +286,9 @@ def prod_env(project_env):
 
 @pytest.fixture
 def prod_web(start, prod_env):
-    """The web service as docker-compose.yml runs it (migrations, then gunicorn),
-    on a free port."""
+    """The web service as the image builds it (collectstatic) and docker-compose.yml runs
+    it (migrations, then gunicorn), on a free port."""
+    manage(prod_env, "collectstatic", "--noinput")
     port = free_port()
     prod_env["GUNICORN_CMD_ARGS"] = f"--bind 127.0.0.1:{port} --workers 2"
     return start("web", ["sh", "-c", compose_command("web")], ready="Booting worker", port=port)

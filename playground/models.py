@@ -1,3 +1,4 @@
+from django.conf import settings
 from django.db import models
 
 
@@ -15,3 +16,65 @@ class OutboxMessage(models.Model):
 
     def __str__(self):
         return f"{self.task}[{self.task_id}]"
+
+
+class Notification(models.Model):
+    """One run of notify_customers: its id is the task's id. Progress is counted from
+    its deliveries, never stored twice."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        RUNNING = "running"
+        DONE = "done"
+
+    id = models.UUIDField(primary_key=True)
+    message = models.TextField()
+    status = models.CharField(max_length=10, choices=Status, default=Status.QUEUED)
+    total = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True)
+    finished_at = models.DateTimeField(null=True)
+
+    class Meta:
+        ordering = ["created_at"]
+
+    def __str__(self):
+        return f"{self.message!r} [{self.id}]"
+
+    def progress(self):
+        counts = dict(
+            self.deliveries.values_list("status").annotate(n=models.Count("id")).order_by()
+        )
+        return {
+            "id": str(self.id),
+            "message": self.message,
+            "status": self.status,
+            "total": self.total,
+            "sent": counts.get(Delivery.Status.SENT, 0),
+            "failed": counts.get(Delivery.Status.FAILED, 0),
+            "done": self.status == self.Status.DONE,
+        }
+
+
+class Delivery(models.Model):
+    """What one customer was sent of one notification: the record that makes a
+    retried or redelivered batch skip whoever already has it."""
+
+    class Status(models.TextChoices):
+        SENT = "sent"
+        FAILED = "failed"
+
+    notification = models.ForeignKey(Notification, models.CASCADE, related_name="deliveries")
+    customer = models.ForeignKey(settings.AUTH_USER_MODEL, models.CASCADE)
+    status = models.CharField(max_length=10, choices=Status)
+    error = models.TextField(blank=True)
+    at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["notification", "customer"], name="one_per_customer")
+        ]
+        indexes = [models.Index(fields=["notification", "status"])]
+
+    def __str__(self):
+        return f"{self.notification_id} -> {self.customer_id}: {self.status}"

@@ -1,18 +1,29 @@
-from time import sleep
+import smtplib
 
 import redis
-from celery import shared_task
+from celery import chord, shared_task
 from celery.utils.log import get_task_logger
+from celery.utils.time import get_exponential_backoff_interval
 from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.mail import EmailMessage, get_connection
+from django.utils import timezone
 
 from . import outbox
+from .models import Delivery, Notification
 
 logger = get_task_logger(__name__)
 
 
+def customers():
+    """Whom notify_customers emails: active users with an email address."""
+    return get_user_model().objects.filter(is_active=True).exclude(email="")
+
+
 def notify_lock():
-    """The lock that keeps two notify_customers runs apart. It expires after the task's
-    hard time limit, so a run killed without releasing it cannot block the next ones."""
+    """The lock under which a notification checks that no other one is running and
+    starts. It expires after the task's hard time limit, so a run killed without
+    releasing it cannot block the next ones."""
     client = redis.Redis.from_url(settings.CACHES["default"]["LOCATION"])
     return client.lock(
         "playground:notify_customers", timeout=settings.NOTIFY_CUSTOMERS_LOCK_SECONDS
@@ -21,7 +32,7 @@ def notify_lock():
 
 def acquire_for(lock, task_id):
     """Take the lock for this task, or take it over from an earlier delivery of the same
-    task whose worker died mid-run (the lock holds the task id)."""
+    task whose worker died holding it (the lock holds the task id)."""
     if lock.acquire(blocking=False, token=task_id):
         return True
     lock.local.token = task_id.encode()
@@ -30,24 +41,133 @@ def acquire_for(lock, task_id):
 
 @shared_task(base=outbox.OutboxTask, bind=True, ignore_result=True, max_retries=None)
 def notify_customers(self, message):
-    """The course's stand-in for emailing every customer: logs, then waits
-    NOTIFY_CUSTOMERS_SECONDS.
+    """Emails `message` to every customer. Returns at once: the emails go out in
+    batches of NOTIFY_BATCH_SIZE, each a send_batch task for any worker, and
+    finish_notification says when the last is out. The Notification whose id is this
+    task's id shows the progress.
 
-    Never runs twice at once: while another run holds the lock it retries every
+    One notification at a time: while another is running this retries every
     NOTIFY_CUSTOMERS_RETRY_SECONDS, and a periodic run whose `expires` passes meanwhile
-    is dropped. Safe to run again (it is, when a worker dies mid-run): its only effect
-    is its log lines."""
+    is dropped. Safe to run again: its batches skip whoever already has the message."""
     lock = notify_lock()
     if not acquire_for(lock, self.request.id):
-        logger.info("Another notify_customers is running: retrying later")
         raise self.retry(countdown=settings.NOTIFY_CUSTOMERS_RETRY_SECONDS)
     try:
-        logger.info("Sending 10k emails...")
-        logger.info(message)
-        sleep(settings.NOTIFY_CUSTOMERS_SECONDS)
-        logger.info("Emails were successfully sent!")
+        others = Notification.objects.filter(status=Notification.Status.RUNNING)
+        if others.exclude(id=self.request.id).exists():
+            logger.info("Another notification is running: retrying later")
+            raise self.retry(countdown=settings.NOTIFY_CUSTOMERS_RETRY_SECONDS)
+        recipients = list(customers().order_by("id").values_list("id", flat=True))
+        Notification.objects.update_or_create(
+            id=self.request.id,
+            defaults={
+                "message": message,
+                "status": Notification.Status.RUNNING,
+                "total": len(recipients),
+                "started_at": timezone.now(),
+            },
+        )
     finally:
         lock.release()
+
+    logger.info("Sending %d emails...", len(recipients))
+    logger.info(message)
+    size = settings.NOTIFY_BATCH_SIZE
+    batches = [recipients[i : i + size] for i in range(0, len(recipients), size)]
+    finish = finish_notification.si(self.request.id)
+    if not batches:
+        finish.delay()
+        return
+    # A batch that fails for good still finishes the notification, with what it reached.
+    finish_anyway = finish.clone().on_error(finish_notification.si(self.request.id))
+    chord(send_batch.si(self.request.id, batch) for batch in batches)(finish_anyway)
+
+
+@shared_task(bind=True, max_retries=None)
+def send_batch(self, notification_id, customer_ids):
+    """Sends the notification to these customers over one SMTP connection, recording
+    each delivery as soon as the server has taken the message.
+
+    Safe to run again (a retry, or a redelivery after its worker died): it skips
+    customers who already have a delivery. An SMTP failure is retried with
+    exponential backoff and jitter, NOTIFY_MAX_RETRIES times; then the customers not
+    reached are recorded as failed. A customer the server refuses for good (5xx) is
+    recorded as failed at once."""
+    notification = Notification.objects.get(id=notification_id)
+    batch = customers().filter(id__in=customer_ids)
+    try:
+        with get_connection() as connection:
+            for customer in batch.exclude(delivery__notification=notification):
+                deliver(notification, customer, connection)
+    except (smtplib.SMTPException, OSError) as error:
+        if self.request.retries < settings.NOTIFY_MAX_RETRIES:
+            countdown = get_exponential_backoff_interval(
+                factor=1,
+                retries=self.request.retries,
+                maximum=settings.NOTIFY_RETRY_BACKOFF_MAX,
+                full_jitter=True,
+            )
+            logger.warning("SMTP failed (%s): retrying the batch in %d s", error, countdown)
+            raise self.retry(exc=error, countdown=countdown) from error
+        unreached = list(batch.exclude(delivery__notification=notification))
+        record_failures(notification, unreached, error)
+        logger.error("SMTP failed (%s): %d customers not reached", error, len(unreached))
+
+
+def deliver(notification, customer, connection):
+    email = EmailMessage(
+        subject=notification.message,
+        body=notification.message,
+        to=[customer.email],
+        # The same for every attempt: a mail client can drop a copy it already has.
+        headers={"Message-ID": f"<{notification.id}.{customer.id}@storefront>"},
+        connection=connection,
+    )
+    try:
+        email.send()
+    except smtplib.SMTPRecipientsRefused as refused:
+        code, reason = next(iter(refused.recipients.values()))
+        if code < 500:
+            raise  # temporary: the batch retries
+        record_failures(notification, [customer], f"{code} {reason!r}")
+        return
+    Delivery.objects.get_or_create(
+        notification=notification, customer=customer, defaults={"status": Delivery.Status.SENT}
+    )
+
+
+FAILED = Delivery.Status.FAILED
+
+
+def record_failures(notification, customers, error):
+    Delivery.objects.bulk_create(
+        [
+            Delivery(notification=notification, customer=customer, status=FAILED, error=error)
+            for customer in customers
+        ],
+        ignore_conflicts=True,
+    )
+
+
+@shared_task(ignore_result=True)
+def finish_notification(notification_id):
+    """Marks the notification done once its last batch has finished, and says so in
+    the log. Safe to run again: a finished notification stays as it is."""
+    unfinished = Notification.objects.filter(id=notification_id).exclude(
+        status=Notification.Status.DONE
+    )
+    if not unfinished.update(status=Notification.Status.DONE, finished_at=timezone.now()):
+        return
+    progress = Notification.objects.get(id=notification_id).progress()
+    if progress["sent"] == progress["total"]:
+        logger.info("Emails were successfully sent!")
+    else:
+        logger.warning(
+            "Emails were sent to %d of %d customers; %d failed",
+            progress["sent"],
+            progress["total"],
+            progress["failed"],
+        )
 
 
 @shared_task(ignore_result=True)

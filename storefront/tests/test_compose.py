@@ -15,6 +15,8 @@ from conftest import BASE_DIR, compose_command, procfile_command
 from storefront.localredis import REDIS_FLAGS
 
 SERVICE_OF_PROCESS = {"worker": "celery", "beat": "celery-beat", "flower": "flower"}
+# The web serves with gunicorn in compose, and smtp4dev catches the mail there.
+SERVICE_OF_EVERY_PROCESS = {**SERVICE_OF_PROCESS, "web": "web", "mail": "smtp4dev"}
 
 
 @pytest.fixture(scope="module")
@@ -29,6 +31,14 @@ def test_compose_file_follows_the_compose_specification():
         capture_output=True, text=True,
     )  # fmt: skip
     assert check.returncode == 0, check.stdout + check.stderr
+
+
+def test_every_procfile_process_has_its_compose_service(services):
+    processes = [
+        line.partition(":")[0] for line in (BASE_DIR / "Procfile").read_text().splitlines()
+    ]
+    assert sorted(processes) == sorted(SERVICE_OF_EVERY_PROCESS)
+    assert set(SERVICE_OF_EVERY_PROCESS.values()) <= set(services)
 
 
 @pytest.mark.parametrize(("process", "service"), sorted(SERVICE_OF_PROCESS.items()))

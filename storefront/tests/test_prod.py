@@ -1,14 +1,12 @@
 """Production settings and the doors they close, with the processes started as
 docker-compose.yml starts them."""
 
-import subprocess
-import sys
 import time
 
 import pytest
 import requests
 
-from conftest import BASE_DIR
+from conftest import manage
 from playground.tasks import notify_customers
 
 REQUIRED = ["SECRET_KEY", "ALLOWED_HOSTS", "DATABASE_URL", "CELERY_BROKER_URL", "REDIS_CACHE_URL"]
@@ -16,16 +14,11 @@ REQUIRED += ["EMAIL_HOST"]
 HTTPS = {"X-Forwarded-Proto": "https"}  # as the TLS proxy in front of gunicorn says
 
 
-def manage(env, *args):
-    argv = [sys.executable, "manage.py", *args]
-    return subprocess.run(argv, cwd=BASE_DIR, env=env, capture_output=True, text=True)
-
-
 @pytest.mark.parametrize("name", REQUIRED)
 def test_production_refuses_to_start_without_each_required_variable(prod_env, name):
     del prod_env[name]
 
-    check = manage(prod_env, "check")
+    check = manage(prod_env, "check", check=False)
 
     assert check.returncode == 1
     expected = f"storefront: the environment variable {name} is not set; production needs it.\n"
@@ -33,7 +26,7 @@ def test_production_refuses_to_start_without_each_required_variable(prod_env, na
 
 
 def test_check_deploy_is_clean_under_production_settings(prod_env):
-    check = manage(prod_env, "check", "--deploy", "--fail-level", "WARNING")
+    check = manage(prod_env, "check", "--deploy", "--fail-level", "WARNING", check=False)
 
     assert check.returncode == 0, check.stderr
     assert "System check identified no issues (0 silenced)." in check.stdout
@@ -46,6 +39,16 @@ def test_production_has_no_debug_toolbar(prod_web):
     assert debug.status_code == 404
     assert hello.status_code == 200
     assert "djDebug" not in hello.text
+
+
+def test_production_serves_static_files_itself_with_whitenoise(prod_web):
+    page = requests.get(prod_web.url("/playground/hello/"), headers=HTTPS, timeout=5).text
+    script = page.split('<script src="')[1].split('"')[0]
+
+    response = requests.get(prod_web.url(script), headers=HTTPS, timeout=5)
+
+    assert response.status_code == 200
+    assert "max-age=315360000" in response.headers["Cache-Control"]  # hashed name: forever
 
 
 def test_production_redirects_plain_http_to_https(prod_web):

@@ -1,0 +1,28 @@
+// Follows the notification on the hello page until its last email is out.
+const section = document.getElementById("notification");
+
+async function refresh() {
+  const response = await fetch(section.dataset.statusUrl);
+  if (!response.ok) return false;
+  const progress = await response.json();
+  section.querySelector(".sent").textContent = progress.sent;
+  section.querySelector(".total").textContent = progress.total;
+  section.querySelector(".failed").textContent = progress.failed;
+  const bar = section.querySelector("progress");
+  bar.max = Math.max(progress.total, 1);
+  bar.value = progress.sent + progress.failed;
+  section.querySelector(".done").hidden = !progress.done;
+  return progress.done;
+}
+
+async function follow() {
+  let done = false;
+  try {
+    done = await refresh();
+  } catch {
+    // The server is away for a moment: keep trying.
+  }
+  if (!done) setTimeout(follow, 500);
+}
+
+follow();

@@ -1,0 +1,123 @@
+"""notify_customers for real: customers in the database, a real SMTP server, real
+workers, and the hello page following the progress."""
+
+import os
+import signal
+import time
+
+import pytest
+import requests
+from django.core.management import call_command
+
+from conftest import queued_tasks
+from playground.models import Notification
+from playground.tests.test_faults import call, deliveries, pool_processes
+
+SENT = "Emails were successfully sent!"
+
+
+@pytest.mark.parametrize("fault", ["none", "pool process killed halfway", "batch refused once"])
+def test_a_thousand_customers_get_one_email_each(
+    fault, project_env, seed_customers, smtp_server, start_worker, database
+):
+    project_env["NOTIFY_BATCH_SIZE"] = "100"
+    seed_customers(1000)
+    smtp_server.hold_at = 500 if fault == "pool process killed halfway" else None
+    smtp_server.refusals = 1 if fault == "batch refused once" else 0
+    worker = start_worker("worker", "--concurrency=2")
+
+    call(project_env, "Spring sale")
+    if smtp_server.hold_at:
+        assert smtp_server.holding.wait(60)
+        os.kill(pool_processes(worker)[0], signal.SIGKILL)
+        smtp_server.release()
+    worker.wait_for(SENT, timeout=90)
+
+    received = smtp_server.messages
+    assert sorted(m["To"] for m in received) == sorted(
+        f"customer{n}@example.com" for n in range(1000)
+    )
+    assert {m["Subject"] for m in received} == {"Spring sale"}
+    assert {m.get_payload().strip() for m in received} == {"Spring sale"}
+    assert len({m["Message-ID"] for m in received}) == 1000
+    assert deliveries(database) == {"sent": 1000}
+    assert "Sending 1000 emails..." in worker.log()
+    if fault == "batch refused once":
+        assert "SMTP failed" in worker.log()
+        assert "retrying the batch" in worker.log()
+
+
+def test_customers_the_smtp_server_keeps_refusing_are_recorded_as_failed(
+    project_env, seed_customers, smtp_server, start_worker, database
+):
+    project_env.update(NOTIFY_BATCH_SIZE="10", NOTIFY_MAX_RETRIES="1")
+    seed_customers(20)
+    smtp_server.refused = {"customer0@example.com"}  # the first in the first batch
+    worker = start_worker("worker", "--concurrency=1")
+
+    call(project_env, "Refused")
+    worker.wait_for("Emails were sent to 10 of 20 customers; 10 failed", timeout=60)
+
+    assert deliveries(database) == {"sent": 10, "failed": 10}
+    errors = database.execute("SELECT DISTINCT error FROM playground_delivery WHERE error != ''")
+    assert "451" in errors.fetchone()[0]
+
+
+def test_the_status_endpoint_counts_up_to_the_total_and_says_done(
+    project_env, seed_customers, smtp_server, web, start_worker
+):
+    project_env["NOTIFY_BATCH_SIZE"] = "20"
+    seed_customers(200)
+    smtp_server.delay = 0.01
+    start_worker("worker", "--concurrency=2")
+
+    page = requests.get(web.url("/playground/hello/"), timeout=5).text
+    status_url = web.url(page.split('data-status-url="')[1].split('"')[0])
+    seen = []
+    deadline = time.monotonic() + 60
+    while not (seen and seen[-1]["done"]) and time.monotonic() < deadline:
+        seen.append(requests.get(status_url, timeout=5).json())
+        time.sleep(0.1)
+
+    sent = [progress["sent"] for progress in seen]
+    assert sent == sorted(sent)
+    assert seen[-1] | {"id": None} == {
+        "id": None,
+        "message": "Hello",
+        "status": "done",
+        "total": 200,
+        "sent": 200,
+        "failed": 0,
+        "done": True,
+    }
+    assert any(0 < n < 200 for n in sent)  # it was followed while running
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("notification_id", ["6f1c8a52-0000-4000-8000-000000000009", "nope"])
+def test_an_unknown_or_malformed_notification_gets_a_json_404(client, notification_id):
+    response = client.get(f"/playground/notifications/{notification_id}/")
+
+    assert response.status_code == 404
+    assert response.json() == {"error": "No such notification."}
+
+
+@pytest.mark.django_db
+def test_a_reload_shows_the_running_notification_instead_of_starting_another(client, broker):
+    running = Notification.objects.create(
+        id="6f1c8a52-0000-4000-8000-000000000010", message="Hello", status="running", total=5
+    )
+
+    response = client.get("/playground/hello/")
+
+    assert f"/playground/notifications/{running.id}/" in response.content.decode()
+    assert queued_tasks(broker) == []
+
+
+@pytest.mark.django_db
+def test_seed_customers_creates_active_customers_with_an_email(django_user_model):
+    call_command("seed_customers", "25")
+
+    customers = django_user_model.objects.filter(is_active=True).exclude(email="")
+    assert customers.count() == 25
+    assert not customers.first().has_usable_password()
