@@ -33,3 +33,9 @@ format: install
 
 test: lint
 	$(VENV)/bin/pytest
+
+# Not tests: measurements against baselines run in the same script (bench/).
+bench: install
+	@command -v wrk >/dev/null || apt-get install -y -qq wrk || \
+		{ echo "make bench needs wrk: apt install wrk"; exit 1; }
+	$(VENV)/bin/python -m bench

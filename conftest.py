@@ -7,19 +7,14 @@ import asyncio
 import base64
 import json
 import logging
-import os
 import secrets
-import shlex
-import signal
-import socket
 import sqlite3
 import subprocess
 import sys
 import threading
 import time
-from contextlib import closing, suppress
+from contextlib import closing
 from email import message_from_bytes
-from pathlib import Path
 
 import pytest
 import redis
@@ -29,24 +24,15 @@ from django.test import override_settings
 
 from storefront.celery import celery as celery_app
 from storefront.localredis import LocalRedis, RedisUnavailable
-
-BASE_DIR = Path(__file__).resolve().parent
-BROKER_DB, CACHE_DB = 1, 2
-
-
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def procfile_command(process):
-    """The command the Procfile gives a process, as an argv."""
-    for line in (BASE_DIR / "Procfile").read_text().splitlines():
-        name, _, command = line.partition(":")
-        if name.strip() == process:
-            return shlex.split(command)
-    raise KeyError(process)
+from storefront.processes import (
+    BASE_DIR,
+    BROKER_DB,
+    CACHE_DB,
+    ProjectProcess,
+    free_port,
+    procfile_command,
+    project_env_for,
+)
 
 
 def compose_command(service):
@@ -102,57 +88,7 @@ def own_redis(project_env, tmp_path):
 @pytest.fixture
 def project_env(redis_server, tmp_path):
     """The environment of the project's processes; a test may change it before starting them."""
-    venv_bin = str(Path(sys.executable).parent)
-    return {
-        **os.environ,
-        "PATH": venv_bin + os.pathsep + os.environ.get("PATH", ""),
-        "DJANGO_SETTINGS_MODULE": "storefront.settings.dev",
-        "CELERY_BROKER_URL": redis_server.url(BROKER_DB),
-        "CELERY_RESULT_BACKEND": redis_server.url(BROKER_DB),
-        "REDIS_CACHE_URL": redis_server.url(CACHE_DB),
-        "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
-        "PYTHONUNBUFFERED": "1",
-    }
-
-
-class ProjectProcess:
-    """One running process of the project, its output kept in a log file."""
-
-    def __init__(self, argv, env, log_path, port=None):
-        self.argv, self.log_path, self.port = argv, log_path, port
-        with open(log_path, "wb") as log:
-            # A session of its own, so that nothing it leaves behind outlives the test.
-            self.popen = subprocess.Popen(
-                argv, cwd=BASE_DIR, env=env, stdout=log, stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )  # fmt: skip
-
-    def url(self, path):
-        return f"http://127.0.0.1:{self.port}{path}"
-
-    def log(self):
-        return self.log_path.read_text(errors="replace")
-
-    def wait_for(self, text, count=1, timeout=30):
-        """Wait until `text` has appeared `count` times in the log."""
-        deadline = time.monotonic() + timeout
-        while self.log().count(text) < count:
-            if self.popen.poll() is not None:
-                raise AssertionError(f"{self.argv} exited ({self.popen.returncode}):\n{self.log()}")
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{text!r} not seen {count}x in {timeout}s:\n{self.log()}")
-            time.sleep(0.1)
-
-    def stop(self, signum=signal.SIGTERM, timeout=30):
-        """Stop it as a deploy would (SIGTERM to the main process); if it has not
-        exited after `timeout` seconds, kill it and all its children."""
-        if self.popen.poll() is None:
-            self.popen.send_signal(signum)
-            with suppress(subprocess.TimeoutExpired):
-                self.popen.wait(timeout)
-        with suppress(ProcessLookupError):
-            os.killpg(self.popen.pid, signal.SIGKILL)
-        self.popen.wait()
+    return project_env_for(redis_server, tmp_path / "db.sqlite3")
 
 
 @pytest.fixture
@@ -216,7 +152,16 @@ class Inbox:
         self.refusals = 0  # the next recipients to refuse with 451 (try again later)
         self.refused = set()  # addresses to refuse with 451 every time
         self.hold_at = None  # hold the message after this many, until release()
-        self.holding, self._released = threading.Event(), threading.Event()
+        self.held = 0  # connections waiting on a held answer
+        self._released = threading.Event()
+
+    def wait_until_holding(self, connections=1, timeout=60):
+        """Wait until this many connections wait on a held answer: then none of their
+        clients is between the server taking a message and recording it."""
+        deadline = time.monotonic() + timeout
+        while self.held < connections:
+            assert time.monotonic() < deadline, f"{self.held} of {connections} held"
+            time.sleep(0.01)
 
     def release(self):
         self.hold_at = None
@@ -228,7 +173,7 @@ class Inbox:
             return "451 4.3.0 Try again later"
         if self.hold_at is not None and len(self.messages) >= self.hold_at:
             # The client waits for this answer; the server has not taken the message.
-            self.holding.set()
+            self.held += 1
             while not self._released.is_set():
                 await asyncio.sleep(0.05)
         envelope.rcpt_tos.append(address)

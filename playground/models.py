@@ -20,7 +20,8 @@ class OutboxMessage(models.Model):
 
 class Notification(models.Model):
     """One run of notify_customers: its id is the task's id. Progress is counted from
-    its deliveries, never stored twice."""
+    its deliveries, never stored twice. At most one notification is active (not done)
+    at a time: the database refuses a second, whoever asks."""
 
     class Status(models.TextChoices):
         QUEUED = "queued"
@@ -34,9 +35,18 @@ class Notification(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True)
     finished_at = models.DateTimeField(null=True)
+    # True while not done, NULL once done: unique, so only one can be True.
+    active = models.GeneratedField(
+        expression=models.Case(
+            models.When(~models.Q(status="done"), then=models.Value(True)), default=None
+        ),
+        output_field=models.BooleanField(null=True),
+        db_persist=True,
+    )
 
     class Meta:
         ordering = ["created_at"]
+        constraints = [models.UniqueConstraint(fields=["active"], name="one_active_notification")]
 
     def __str__(self):
         return f"{self.message!r} [{self.id}]"

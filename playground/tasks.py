@@ -1,12 +1,12 @@
 import smtplib
 
-import redis
 from celery import chord, shared_task
 from celery.utils.log import get_task_logger
 from celery.utils.time import get_exponential_backoff_interval
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.mail import EmailMessage, get_connection
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from . import outbox
@@ -20,23 +20,16 @@ def customers():
     return get_user_model().objects.filter(is_active=True).exclude(email="")
 
 
-def notify_lock():
-    """The lock under which a notification checks that no other one is running and
-    starts. It expires after the task's hard time limit, so a run killed without
-    releasing it cannot block the next ones."""
-    client = redis.Redis.from_url(settings.CACHES["default"]["LOCATION"])
-    return client.lock(
-        "playground:notify_customers", timeout=settings.NOTIFY_CUSTOMERS_LOCK_SECONDS
-    )
-
-
-def acquire_for(lock, task_id):
-    """Take the lock for this task, or take it over from an earlier delivery of the same
-    task whose worker died holding it (the lock holds the task id)."""
-    if lock.acquire(blocking=False, token=task_id):
-        return True
-    lock.local.token = task_id.encode()
-    return lock.owned() and lock.reacquire()
+def start_notification(notification_id, message):
+    """The task's notification, created if need be; None while another one is active."""
+    try:
+        with transaction.atomic():
+            notification, _ = Notification.objects.get_or_create(
+                id=notification_id, defaults={"message": message}
+            )
+    except IntegrityError:  # the one_active_notification constraint
+        return None
+    return notification
 
 
 @shared_task(base=outbox.OutboxTask, bind=True, ignore_result=True, max_retries=None)
@@ -46,29 +39,20 @@ def notify_customers(self, message):
     finish_notification says when the last is out. The Notification whose id is this
     task's id shows the progress.
 
-    One notification at a time: while another is running this retries every
+    One notification at a time: while another is active this retries every
     NOTIFY_CUSTOMERS_RETRY_SECONDS, and a periodic run whose `expires` passes meanwhile
-    is dropped. Safe to run again: its batches skip whoever already has the message."""
-    lock = notify_lock()
-    if not acquire_for(lock, self.request.id):
+    is dropped. Safe to run again: a finished notification is not sent again, and the
+    batches of a running one skip whoever already has the message."""
+    notification = start_notification(self.request.id, message)
+    if notification is None:
+        logger.info("Another notification is running: retrying later")
         raise self.retry(countdown=settings.NOTIFY_CUSTOMERS_RETRY_SECONDS)
-    try:
-        others = Notification.objects.filter(status=Notification.Status.RUNNING)
-        if others.exclude(id=self.request.id).exists():
-            logger.info("Another notification is running: retrying later")
-            raise self.retry(countdown=settings.NOTIFY_CUSTOMERS_RETRY_SECONDS)
-        recipients = list(customers().order_by("id").values_list("id", flat=True))
-        Notification.objects.update_or_create(
-            id=self.request.id,
-            defaults={
-                "message": message,
-                "status": Notification.Status.RUNNING,
-                "total": len(recipients),
-                "started_at": timezone.now(),
-            },
-        )
-    finally:
-        lock.release()
+    if notification.status == Notification.Status.DONE:
+        return
+    recipients = list(customers().order_by("id").values_list("id", flat=True))
+    Notification.objects.filter(id=notification.id).update(
+        status=Notification.Status.RUNNING, total=len(recipients), started_at=timezone.now()
+    )
 
     logger.info("Sending %d emails...", len(recipients))
     logger.info(message)

@@ -121,7 +121,7 @@ def test_a_batch_whose_pool_process_is_killed_runs_again_and_nobody_gets_two_ema
 ):
     worker = start_worker("worker", "--concurrency=1")
     call(project_env, "Killed mid-batch")
-    assert thirty_customers.holding.wait(30)
+    thirty_customers.wait_until_holding()
 
     for pid in pool_processes(worker):
         os.kill(pid, signal.SIGKILL)
@@ -143,7 +143,7 @@ def test_a_batch_whose_whole_worker_is_killed_runs_on_the_next_worker(
     )
     first = start_worker("first", "--concurrency=1")
     call(project_env, "Worker killed mid-batch")
-    assert thirty_customers.holding.wait(30)
+    thirty_customers.wait_until_holding()
 
     for pid in [*pool_processes(first), first.popen.pid]:
         os.kill(pid, signal.SIGKILL)
@@ -162,7 +162,7 @@ def test_sigterm_lets_the_running_batch_finish_and_leaves_the_others_queued(
 ):
     worker = start_worker("worker", "--concurrency=1")
     call(project_env, "Running at deploy")
-    assert thirty_customers.holding.wait(30)
+    thirty_customers.wait_until_holding()
 
     worker.popen.send_signal(signal.SIGTERM)
     time.sleep(1)
@@ -181,7 +181,7 @@ def test_sigquit_gives_the_running_batch_its_soft_shutdown_then_requeues_it(
     project_env.update(CELERY_WORKER_SOFT_SHUTDOWN_TIMEOUT="1", EMAIL_TIMEOUT="2")
     worker = start_worker("first", "--concurrency=1")
     call(project_env, "Cut off by a cold shutdown")
-    assert thirty_customers.holding.wait(30)
+    thirty_customers.wait_until_holding()
 
     worker.popen.send_signal(signal.SIGQUIT)
     worker.popen.wait(timeout=30)

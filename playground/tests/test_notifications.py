@@ -4,6 +4,7 @@ workers, and the hello page following the progress."""
 import os
 import signal
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
@@ -28,7 +29,7 @@ def test_a_thousand_customers_get_one_email_each(
 
     call(project_env, "Spring sale")
     if smtp_server.hold_at:
-        assert smtp_server.holding.wait(60)
+        smtp_server.wait_until_holding(connections=2)
         os.kill(pool_processes(worker)[0], signal.SIGKILL)
         smtp_server.release()
     worker.wait_for(SENT, timeout=90)
@@ -91,6 +92,19 @@ def test_the_status_endpoint_counts_up_to_the_total_and_says_done(
         "done": True,
     }
     assert any(0 < n < 200 for n in sent)  # it was followed while running
+
+
+def test_a_rush_of_first_visits_starts_a_single_notification(web, broker, database):
+    def visit(_):
+        page = requests.get(web.url("/playground/hello/"), timeout=10).text
+        return page.split("/playground/notifications/")[1].split("/")[0]
+
+    with ThreadPoolExecutor(16) as pool:
+        shown = set(pool.map(visit, range(48)))
+
+    assert len(shown) == 1
+    assert queued_tasks(broker) == [("playground.tasks.notify_customers", ["Hello"])]
+    assert database.execute("SELECT count(*) FROM playground_notification").fetchone() == (1,)
 
 
 @pytest.mark.django_db

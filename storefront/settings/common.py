@@ -204,10 +204,8 @@ NOTIFY_BATCH_SIZE = int(os.environ.get("NOTIFY_BATCH_SIZE", 500))
 # customers it could not reach are recorded as failed.
 NOTIFY_MAX_RETRIES = int(os.environ.get("NOTIFY_MAX_RETRIES", 5))
 NOTIFY_RETRY_BACKOFF_MAX = 60
-# A notify_customers that finds another one running tries again this much later ...
+# A notify_customers that finds another notification active tries again this much later.
 NOTIFY_CUSTOMERS_RETRY_SECONDS = float(os.environ.get("NOTIFY_CUSTOMERS_RETRY_SECONDS", 5))
-# ... and the lock it waits for expires after the hard time limit would have killed its holder.
-NOTIFY_CUSTOMERS_LOCK_SECONDS = CELERY_TASK_TIME_LIMIT + 10
 
 NOTIFY_CUSTOMERS_EVERY = float(os.environ.get("NOTIFY_CUSTOMERS_EVERY", 5))
 OUTBOX_RELAY_EVERY = float(os.environ.get("OUTBOX_RELAY_EVERY", 10))

@@ -12,10 +12,6 @@ def test_redis_redelivers_only_after_the_longest_task_and_countdown_could_end():
         assert options["visibility_timeout"] > longest
 
 
-def test_the_notify_lock_outlives_the_hard_time_limit():
-    assert settings.NOTIFY_CUSTOMERS_LOCK_SECONDS > settings.CELERY_TASK_TIME_LIMIT
-
-
 def test_the_soft_time_limit_comes_before_the_hard_one():
     assert settings.CELERY_TASK_SOFT_TIME_LIMIT < settings.CELERY_TASK_TIME_LIMIT
 

@@ -1,0 +1,68 @@
+"""make bench: the web path, the queue path and the job, each measured against a
+baseline run in this same script on this same machine; one table at the end.
+
+Not part of the tests: these machines are shared and noisy, so only the ratios mean
+much, and only within one run."""
+
+import os
+import platform
+import sys
+from pathlib import Path
+
+import django
+
+from bench.stage import Stage
+
+WORKER_VARIANTS = [
+    ("1 process", 1, []),
+    ("2 processes", 2, []),
+    ("2 processes, --without-gossip/mingle/heartbeat", 2,
+     ["--without-gossip", "--without-mingle", "--without-heartbeat"]),
+    ("2 processes, --prefetch-multiplier=4", 2, ["--prefetch-multiplier=4"]),
+]  # fmt: skip
+
+
+def main():
+    stage = Stage()
+    os.environ.update(stage.env)  # this process enqueues and reads the same Redis and database
+    django.setup()
+    from bench import job, page, queue
+
+    try:
+        rows = [
+            *page.page(stage),
+            *queue.delay_cost(stage),
+            *queue.throughput(stage, WORKER_VARIANTS),
+            *queue.latency(stage),
+            *job.notification(stage),
+        ]
+    finally:
+        stage.close()
+    print(table(rows))
+
+
+def table(rows):
+    cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
+    models = [line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")]
+    cpu = models[0] if models else platform.processor()
+    lines = [
+        f"Machine: {os.cpu_count()} cores, {cpu}, Python {sys.version.split()[0]}",
+        "",
+        "| measure | figure | baseline | ratio |",
+        "| --- | ---: | ---: | ---: |",
+    ]
+    notes = []
+    for row in rows:
+        if "detail" in row:
+            notes.append(row["detail"])
+            continue
+        unit = row["unit"]
+        lines.append(
+            f"| {row['measure']} | {row['figure']:,.1f} {unit} | {row['baseline']:,.1f} {unit} "
+            f"| {row['ratio']:.2f}x |"
+        )
+    return "\n".join(lines + [""] + notes)
+
+
+if __name__ == "__main__":
+    main()

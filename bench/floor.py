@@ -1,0 +1,41 @@
+"""The floors: raw redis-py and smtplib doing what Celery does, with nothing else.
+Run as a separate process (`python -m bench.floor MODE TARGET N`), like a worker."""
+
+import smtplib
+import sys
+import time
+
+import redis
+
+
+def drain(url, count):
+    """BRPOP `count` messages off the celery queue, counting each (one INCR, as the
+    bench's tally task does)."""
+    client = redis.Redis.from_url(url)
+    for _ in range(count):
+        client.brpop("celery")
+        client.incr("bench:done")
+
+
+def echo(url, count):
+    """For each message, report how long after its timestamp it was taken."""
+    client = redis.Redis.from_url(url)
+    for _ in range(count):
+        _, sent_at = client.brpop("bench:floor")
+        client.rpush("bench:latency", time.time() - float(sent_at))
+
+
+def mail(host_port, count):
+    """Send `count` emails over one SMTP connection; print the seconds it took."""
+    host, port = host_port.split(":")
+    message = "Subject: Hello\r\n\r\nHello\r\n"
+    started = time.perf_counter()
+    with smtplib.SMTP(host, int(port)) as smtp:
+        for n in range(count):
+            smtp.sendmail("from@storefront.local", [f"customer{n}@example.com"], message)
+    print(time.perf_counter() - started)
+
+
+if __name__ == "__main__":
+    mode, target, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    {"drain": drain, "echo": echo, "mail": mail}[mode](target, count)

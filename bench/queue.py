@@ -1,0 +1,99 @@
+"""The queue path: the cost of one .delay(), a worker's throughput and the latency
+from .delay() to the task starting, each against raw redis-py on the same Redis."""
+
+import cProfile
+import time
+
+from bench.stage import p50_p99, row, wait_until
+from bench.tasks import stamp, tally
+from playground.tasks import notify_customers
+
+CALLS = 3000
+PROFILED = 500
+MESSAGES = 4000
+ROUND_TRIPS = 300
+
+
+def delay_cost(stage):
+    """µs per notify_customers.delay('Hello') from this process, against LPUSH of a
+    message of the same size; and where the time goes."""
+    notify_customers.delay("Hello")  # connect and declare once, as a running server has
+    message = stage.broker.lpop("celery")
+    started = time.perf_counter()
+    for _ in range(CALLS):
+        notify_customers.delay("Hello")
+    delay = (time.perf_counter() - started) / CALLS
+    started = time.perf_counter()
+    for _ in range(CALLS):
+        stage.broker.lpush("bench:floor", message)
+    floor = (time.perf_counter() - started) / CALLS
+    profile = cProfile.Profile()
+    profile.runcall(lambda: [notify_customers.delay("Hello") for _ in range(PROFILED)])
+    stage.broker.flushdb()
+    return [
+        row(".delay() from Django", delay * 1e6, floor * 1e6, "µs/call", lower_is_better=True),
+        {"detail": "Where .delay() spends its time (cProfile):\n" + hot_spots(profile, PROFILED)},
+    ]
+
+
+def hot_spots(profile, calls, count=8):
+    """The functions .delay() spends the most of its own time in, per call."""
+    top = sorted(profile.getstats(), key=lambda entry: entry.inlinetime, reverse=True)[:count]
+    return "\n".join(
+        f"{entry.inlinetime / calls * 1e6:7.1f} µs  {label(entry.code)}" for entry in top
+    )
+
+
+def label(code):
+    if isinstance(code, str):  # a built-in
+        return code
+    return f"{code.co_name} ({code.co_filename.split('site-packages/')[-1]}:{code.co_firstlineno})"
+
+
+def throughput(stage, variants):
+    """Tasks drained per second by worker processes, against a raw BRPOP consumer."""
+    floor = drain_rate(stage, lambda: stage.floor("drain", stage.redis.url(1), MESSAGES))
+    rows = []
+    for label, concurrency, options in variants:
+        rate = drain_rate(stage, lambda c=concurrency, o=options: stage.worker(c, *o))
+        rows.append(row(f"worker throughput, {label}", rate, floor, "tasks/s"))
+    return rows
+
+
+def drain_rate(stage, start_consumer):
+    for _ in range(MESSAGES):
+        tally.delay()
+    start_consumer()
+
+    def done():
+        return int(stage.broker.get("bench:done") or 0)
+
+    first = wait_until(lambda: done() >= 1)
+    last = wait_until(lambda: done() >= MESSAGES)
+    stage.stop_all()
+    return (MESSAGES - 1) / (last - first)
+
+
+def latency(stage):
+    """Seconds from .delay() to the task starting on an idle worker, against LPUSH to
+    a raw BRPOP consumer."""
+    stage.worker(1)
+    worker = samples(stage, lambda: stamp.delay(time.time()))
+    stage.stop_all()
+    stage.floor("echo", stage.redis.url(1), ROUND_TRIPS)
+    floor = samples(stage, lambda: stage.broker.lpush("bench:floor", time.time()))
+    stage.stop_all()
+    (w50, w99), (f50, f99) = p50_p99(worker), p50_p99(floor)
+    return [
+        row("latency .delay() to start, p50", w50 * 1e3, f50 * 1e3, "ms", lower_is_better=True),
+        row("latency .delay() to start, p99", w99 * 1e3, f99 * 1e3, "ms", lower_is_better=True),
+    ]
+
+
+def samples(stage, send):
+    found = []
+    for _ in range(ROUND_TRIPS):
+        send()
+        _, seconds = stage.broker.blpop("bench:latency", timeout=30)
+        found.append(float(seconds))
+    return found

@@ -1,0 +1,90 @@
+"""What every benchmark runs on: a throwaway Redis and SQLite database, and the
+project's processes started as the Procfile starts them, pointed at them."""
+
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from statistics import quantiles
+
+from storefront.localredis import LocalRedis
+from storefront.processes import (
+    BASE_DIR,
+    BROKER_DB,
+    ProjectProcess,
+    free_port,
+    procfile_command,
+    project_env_for,
+)
+
+
+class Stage:
+    def __init__(self):
+        self.dir = Path(tempfile.mkdtemp(prefix="storefront-bench-"))
+        self.redis = LocalRedis(free_port(), self.dir / "redis").start()
+        self.broker = self.redis.client(BROKER_DB)
+        self.env = project_env_for(self.redis, self.dir / "db.sqlite3")
+        self.env["LOG_LEVEL"] = "WARNING"
+        self.processes = []
+        self.manage("migrate", "--noinput")
+
+    def manage(self, *args, env=None):
+        argv = [sys.executable, "manage.py", *args]
+        subprocess.run(argv, cwd=BASE_DIR, env=env or self.env, check=True, capture_output=True)
+
+    def start(self, name, argv, ready=None, port=None, env=None):
+        process = ProjectProcess(argv, env or self.env, self.dir / f"{name}.log", port)
+        self.processes.append(process)
+        if ready:
+            process.wait_for(ready, timeout=60)
+        return process
+
+    def worker(self, concurrency, *options):
+        """A worker as the Procfile starts it, with the benchmark's tasks loaded."""
+        name = f"bench{len(self.processes)}"
+        argv = [*procfile_command("worker"), "-I", "bench.tasks", f"--hostname={name}@%h"]
+        argv += [f"--concurrency={concurrency}", *options]
+        return self.start(name, argv, ready=" ready.")
+
+    def floor(self, mode, target, count):
+        argv = [sys.executable, "-m", "bench.floor", mode, target, str(count)]
+        return self.start(f"floor-{mode}", argv)
+
+    def stop_all(self):
+        while self.processes:
+            self.processes.pop().stop()
+        self.broker.flushdb()
+
+    def close(self):
+        self.stop_all()
+        self.redis.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def wait_until(condition, timeout=120, interval=0.002):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError("the benchmark's work did not finish in time")
+        time.sleep(interval)
+    return time.perf_counter()
+
+
+def p50_p99(samples):
+    cuts = quantiles(samples, n=100)
+    return cuts[49], cuts[98]
+
+
+def row(measure, figure, baseline, unit, lower_is_better=False):
+    """One line of the table. The ratio is the share of the baseline's speed reached:
+    1.0 is as fast as the baseline, whether more (req/s) or less (µs) is better."""
+    ratio = baseline / figure if lower_is_better else figure / baseline
+    return {
+        "measure": measure,
+        "figure": figure,
+        "baseline": baseline,
+        "unit": unit,
+        "ratio": ratio,
+    }

@@ -1,0 +1,86 @@
+"""The project's processes started as the Procfile starts them, each pointed at a
+Redis and a database of the caller's: for the tests (conftest.py) and the benchmarks
+(bench/)."""
+
+import os
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import time
+from contextlib import suppress
+from pathlib import Path
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+BROKER_DB, CACHE_DB = 1, 2
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def procfile_command(process):
+    """The command the Procfile gives a process, as an argv."""
+    for line in (BASE_DIR / "Procfile").read_text().splitlines():
+        name, _, command = line.partition(":")
+        if name.strip() == process:
+            return shlex.split(command)
+    raise KeyError(process)
+
+
+def project_env_for(redis_server, database_path):
+    """The environment of the project's processes, on this Redis and SQLite file."""
+    venv_bin = str(Path(sys.executable).parent)
+    return {
+        **os.environ,
+        "PATH": venv_bin + os.pathsep + os.environ.get("PATH", ""),
+        "DJANGO_SETTINGS_MODULE": "storefront.settings.dev",
+        "CELERY_BROKER_URL": redis_server.url(BROKER_DB),
+        "CELERY_RESULT_BACKEND": redis_server.url(BROKER_DB),
+        "REDIS_CACHE_URL": redis_server.url(CACHE_DB),
+        "DATABASE_URL": f"sqlite:///{database_path}",
+        "PYTHONUNBUFFERED": "1",
+    }
+
+
+class ProjectProcess:
+    """One running process of the project, its output kept in a log file."""
+
+    def __init__(self, argv, env, log_path, port=None):
+        self.argv, self.log_path, self.port = argv, log_path, port
+        with open(log_path, "wb") as log:
+            # A session of its own, so that nothing it leaves behind outlives the test.
+            self.popen = subprocess.Popen(
+                argv, cwd=BASE_DIR, env=env, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )  # fmt: skip
+
+    def url(self, path):
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def log(self):
+        return self.log_path.read_text(errors="replace")
+
+    def wait_for(self, text, count=1, timeout=30):
+        """Wait until `text` has appeared `count` times in the log."""
+        deadline = time.monotonic() + timeout
+        while self.log().count(text) < count:
+            if self.popen.poll() is not None:
+                raise AssertionError(f"{self.argv} exited ({self.popen.returncode}):\n{self.log()}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{text!r} not seen {count}x in {timeout}s:\n{self.log()}")
+            time.sleep(0.1)
+
+    def stop(self, signum=signal.SIGTERM, timeout=30):
+        """Stop it as a deploy would (SIGTERM to the main process); if it has not
+        exited after `timeout` seconds, kill it and all its children."""
+        if self.popen.poll() is None:
+            self.popen.send_signal(signum)
+            with suppress(subprocess.TimeoutExpired):
+                self.popen.wait(timeout)
+        with suppress(ProcessLookupError):
+            os.killpg(self.popen.pid, signal.SIGKILL)
+        self.popen.wait()
