@@ -15,11 +15,14 @@ import threading
 import time
 from contextlib import closing
 from email import message_from_bytes
+from pathlib import Path
 
 import pytest
 import redis
 import yaml
 from aiosmtpd.controller import Controller
+from django.conf import settings
+from django.core.cache import caches
 from django.test import override_settings
 
 from storefront.celery import celery as celery_app
@@ -51,6 +54,24 @@ def queued_tasks(client, queue="celery"):
     return tasks
 
 
+def call(project_env, message):
+    """Send notify_customers(message) as an operator would: `celery call`."""
+    argv = [*procfile_command("worker")[:3], "call", "playground.tasks.notify_customers"]
+    argv.append(f'--args=["{message}"]')
+    subprocess.run(argv, cwd=BASE_DIR, env=project_env, check=True, capture_output=True)
+
+
+def deliveries(database):
+    """How many deliveries the database holds, by status."""
+    return dict(database.execute("SELECT status, count(*) FROM playground_delivery GROUP BY 1"))
+
+
+def pool_processes(worker):
+    """The pids of a worker's pool processes."""
+    pid = worker.popen.pid
+    return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory):
     server = LocalRedis(free_port(), tmp_path_factory.mktemp("redis"))
@@ -60,17 +81,19 @@ def redis_server(tmp_path_factory):
         pytest.exit(f"The tests need a real Redis and {why}: install redis-server.", returncode=1)
     # This process enqueues and caches there too, never on the machine's shared Redis.
     celery_app.conf.update(broker_url=server.url(BROKER_DB), result_backend=server.url(BROKER_DB))
-    cache = {"BACKEND": "django.core.cache.backends.redis.RedisCache"}
-    with override_settings(CACHES={"default": {**cache, "LOCATION": server.url(CACHE_DB)}}):
+    cache = {**settings.CACHES["default"], "LOCATION": server.url(CACHE_DB)}
+    with override_settings(CACHES={**settings.CACHES, "default": cache}):
         yield server
     server.stop()
 
 
 @pytest.fixture(autouse=True)
 def broker(redis_server):
-    """A client on the broker's Redis database, emptied before each test."""
+    """A client on the broker's Redis database, emptied (like this process's local
+    cache) before each test."""
     client = redis.Redis.from_url(redis_server.url(BROKER_DB))
     client.flushall()
+    caches["local"].clear()  # what this process remembers belongs to the test before
     yield client
     client.close()
 

@@ -28,14 +28,16 @@ def main():
     django.setup()
     from bench import job, page, queue
 
+    sections = {
+        "page": page.page,
+        "delay": queue.delay_cost,
+        "throughput": lambda stage: queue.throughput(stage, WORKER_VARIANTS),
+        "latency": queue.latency,
+        "job": job.notification,
+    }
+    chosen = sys.argv[1:] or list(sections)  # e.g. `python -m bench page job`
     try:
-        rows = [
-            *page.page(stage),
-            *queue.delay_cost(stage),
-            *queue.throughput(stage, WORKER_VARIANTS),
-            *queue.latency(stage),
-            *job.notification(stage),
-        ]
+        rows = [row for name in chosen for row in sections[name](stage)]
     finally:
         stage.close()
     print(table(rows))

@@ -36,7 +36,10 @@ def notification(stage):
         floor = float(sender.log())
         rows = []
         for processes in (1, 2):
+            received = sink.count
             seconds = timed_notification(stage, processes)
+            if sink.count - received != CUSTOMERS:
+                raise RuntimeError(f"the SMTP server took {sink.count - received} emails")
             measure = f"10,000 emails, worker --concurrency={processes}"
             rows.append(row(measure, CUSTOMERS / seconds, CUSTOMERS / floor, "emails/s"))
         return rows

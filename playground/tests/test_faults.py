@@ -12,15 +12,13 @@ import os
 import re
 import signal
 import socket
-import subprocess
 import time
 from datetime import datetime
-from pathlib import Path
 
 import pytest
 import requests
 
-from conftest import BASE_DIR, procfile_command, queued_tasks
+from conftest import call, deliveries, pool_processes, procfile_command, queued_tasks
 
 NOTICE = "your notification is saved"
 SENT = "Emails were successfully sent!"
@@ -35,26 +33,10 @@ def recipients(inbox):
     return sorted(message["To"] for message in inbox.messages)
 
 
-def deliveries(database):
-    return dict(database.execute("SELECT status, count(*) FROM playground_delivery GROUP BY 1"))
-
-
-def pool_processes(worker):
-    pid = worker.popen.pid
-    return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-
-
 def timed_get(url):
     started = time.monotonic()
     response = requests.get(url, timeout=10)
     return response, time.monotonic() - started
-
-
-def call(project_env, message):
-    """Send notify_customers(message) as an operator would: `celery call`."""
-    argv = [*procfile_command("worker")[:3], "call", "playground.tasks.notify_customers"]
-    argv.append(f'--args=["{message}"]')
-    subprocess.run(argv, cwd=BASE_DIR, env=project_env, check=True, capture_output=True)
 
 
 @pytest.fixture

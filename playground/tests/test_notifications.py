@@ -10,9 +10,8 @@ import pytest
 import requests
 from django.core.management import call_command
 
-from conftest import queued_tasks
+from conftest import call, deliveries, pool_processes, queued_tasks
 from playground.models import Notification
-from playground.tests.test_faults import call, deliveries, pool_processes
 
 SENT = "Emails were successfully sent!"
 
