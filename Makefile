@@ -36,6 +36,6 @@ test: lint
 
 # Not tests: measurements against baselines run in the same script (bench/).
 bench: install
-	@command -v wrk >/dev/null || apt-get install -y -qq wrk || \
+	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk) || \
 		{ echo "make bench needs wrk: apt install wrk"; exit 1; }
 	$(VENV)/bin/python -m bench

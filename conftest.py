@@ -174,6 +174,7 @@ class Inbox:
         self.delay = 0.0  # seconds before taking each message
         self.refusals = 0  # the next recipients to refuse with 451 (try again later)
         self.refused = set()  # addresses to refuse with 451 every time
+        self.rejected = set()  # addresses to refuse for good (550)
         self.hold_at = None  # hold the message after this many, until release()
         self.held = 0  # connections waiting on a held answer
         self._released = threading.Event()
@@ -191,6 +192,8 @@ class Inbox:
         self._released.set()
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        if address in self.rejected:
+            return "550 5.1.1 No such mailbox"
         if self.refusals or address in self.refused:
             self.refusals = max(self.refusals - 1, 0)
             return "451 4.3.0 Try again later"

@@ -1,8 +1,8 @@
 """Sending a task never fails its caller because of the broker: a message Redis
 cannot take (down, or hung) is kept in the database and relayed once Redis is back.
 
-The course's `notify_customers.delay('Hello')` stays as it is; the task's base
-class does the rest."""
+Callers keep calling `.delay()` and `.apply_async()` as the course does; the task's
+base class does the rest."""
 
 import logging
 from datetime import UTC, datetime, timedelta

@@ -99,6 +99,7 @@ def send_batch(self, notification_id, customer_ids):
 
 
 def deliver(notification, customer, connection):
+    """Email the notification to one customer and record it: sent, or failed for good."""
     email = EmailMessage(
         subject=notification.message,
         body=notification.message,

@@ -63,6 +63,22 @@ def test_customers_the_smtp_server_keeps_refusing_are_recorded_as_failed(
     assert "451" in errors.fetchone()[0]
 
 
+def test_a_customer_the_smtp_server_refuses_for_good_is_failed_and_the_others_get_it(
+    project_env, seed_customers, smtp_server, start_worker, database
+):
+    project_env["NOTIFY_BATCH_SIZE"] = "10"
+    seed_customers(20)
+    smtp_server.rejected = {"customer3@example.com"}
+    worker = start_worker("worker", "--concurrency=1")
+
+    call(project_env, "Mostly delivered")
+    worker.wait_for("Emails were sent to 19 of 20 customers; 1 failed", timeout=60)
+
+    assert deliveries(database) == {"sent": 19, "failed": 1}
+    assert "SMTP failed" not in worker.log()  # no retry: a 5xx is final
+    assert "customer3@example.com" not in {m["To"] for m in smtp_server.messages}
+
+
 def test_the_status_endpoint_counts_up_to_the_total_and_says_done(
     project_env, seed_customers, smtp_server, web, start_worker
 ):
