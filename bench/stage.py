@@ -41,11 +41,14 @@ class Stage:
             process.wait_for(ready, timeout=60)
         return process
 
-    def worker(self, concurrency, *options):
-        """A worker as the Procfile starts it, with the benchmark's tasks loaded."""
+    def worker(self, concurrency=None, *options):
+        """A worker as the Procfile starts it, with the benchmark's tasks loaded; the
+        project's default concurrency unless told."""
         name = f"bench{len(self.processes)}"
         argv = [*procfile_command("worker"), "-I", "bench.tasks", f"--hostname={name}@%h"]
-        argv += [f"--concurrency={concurrency}", *options]
+        if concurrency:
+            argv.append(f"--concurrency={concurrency}")
+        argv += options
         return self.start(name, argv, ready=" ready.")
 
     def floor(self, mode, target, count):
