@@ -1,6 +1,7 @@
-"""Real parts for the tests: a throwaway redis-server on a free port, and the
+"""Real parts for the tests: a throwaway redis-server on a free port, an SMTP server
+(aiosmtpd) that can refuse or hold messages, a migrated SQLite database, and the
 project's own processes (web, worker, beat, flower) started from the Procfile's
-commands with an environment that points them at it. Never the machine's shared
+commands with an environment that points them at these. Never the machine's shared
 Redis: this test process's Celery app and cache are pointed at the throwaway one too."""
 
 import asyncio

@@ -77,7 +77,10 @@ def send_batch(self, notification_id, customer_ids):
     exponential backoff and jitter, NOTIFY_MAX_RETRIES times; then the customers not
     reached are recorded as failed. A customer the server refuses for good (5xx) is
     recorded as failed at once."""
-    notification = Notification.objects.get(id=notification_id)
+    notification = Notification.objects.filter(id=notification_id).first()
+    if notification is None:  # its database was reset while the message waited in Redis
+        logger.warning("Notification %s no longer exists: batch dropped", notification_id)
+        return
     batch = customers().filter(id__in=customer_ids)
     try:
         with get_connection() as connection:

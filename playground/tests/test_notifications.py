@@ -12,6 +12,7 @@ from django.core.management import call_command
 
 from conftest import call, deliveries, pool_processes, queued_tasks
 from playground.models import Notification
+from playground.tasks import send_batch
 
 SENT = "Emails were successfully sent!"
 
@@ -150,3 +151,10 @@ def test_seed_customers_creates_active_customers_with_an_email(django_user_model
     customers = django_user_model.objects.filter(is_active=True).exclude(email="")
     assert customers.count() == 25
     assert not customers.first().has_usable_password()
+
+
+@pytest.mark.django_db
+def test_a_batch_of_a_notification_that_no_longer_exists_is_dropped_with_a_warning(caplog):
+    send_batch.run("6f1c8a52-0000-4000-8000-000000000011", [1, 2, 3])
+
+    assert "no longer exists: batch dropped" in caplog.text
