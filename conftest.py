@@ -8,7 +8,6 @@ import asyncio
 import base64
 import json
 import logging
-import secrets
 import sqlite3
 import subprocess
 import sys
@@ -34,8 +33,11 @@ from storefront.processes import (
     CACHE_DB,
     ProjectProcess,
     free_port,
+    manage,
     procfile_command,
+    production,
     project_env_for,
+    redis_env,
 )
 
 
@@ -103,8 +105,7 @@ def broker(redis_server):
 def own_redis(project_env, tmp_path):
     """A Redis of the test's own, to stop, kill and restart; the project's processes use it."""
     server = LocalRedis(free_port(), tmp_path / "own-redis").start()
-    project_env["CELERY_BROKER_URL"] = project_env["CELERY_RESULT_BACKEND"] = server.url(BROKER_DB)
-    project_env["REDIS_CACHE_URL"] = server.url(CACHE_DB)
+    project_env.update(redis_env(server))
     yield server
     server.stop()
 
@@ -141,12 +142,6 @@ def start_worker(start):
         return start(name, argv, ready=" ready.")
 
     return start_worker
-
-
-def manage(env, *args, check=True):
-    """Run a manage.py command as the project's processes would; by default, fail on error."""
-    argv = [sys.executable, "manage.py", *args]
-    return subprocess.run(argv, cwd=BASE_DIR, env=env, check=check, capture_output=True, text=True)
 
 
 @pytest.fixture
@@ -247,12 +242,7 @@ def web(start_web):
 @pytest.fixture
 def prod_env(project_env):
     """project_env with production settings and their required secrets."""
-    project_env.update(
-        DJANGO_SETTINGS_MODULE="storefront.settings.prod",
-        SECRET_KEY=secrets.token_urlsafe(50),
-        ALLOWED_HOSTS="127.0.0.1,localhost",
-        EMAIL_HOST="127.0.0.1",
-    )
+    project_env.update(production(project_env))
     return project_env
 
 

@@ -3,25 +3,18 @@ settings), against a page of the same server that renders the same template with
 queueing anything. wrk makes the load from this machine."""
 
 import re
-import secrets
 import subprocess
 
 from bench.stage import row
 from playground.models import Notification
-from storefront.processes import free_port
+from storefront.processes import free_port, production
 
 SECONDS = 10
 CONNECTIONS = 32
 
 
 def page(stage):
-    env = {
-        **stage.env,
-        "DJANGO_SETTINGS_MODULE": "bench.settings",
-        "SECRET_KEY": secrets.token_urlsafe(50),
-        "ALLOWED_HOSTS": "127.0.0.1",
-        "EMAIL_HOST": "127.0.0.1",
-    }
+    env = production(stage.env, settings_module="bench.settings")
     stage.manage("collectstatic", "--noinput", env=env)
     port = free_port()
     env["GUNICORN_CMD_ARGS"] = f"--bind 127.0.0.1:{port} --access-logfile=/dev/null"

@@ -2,7 +2,6 @@
 project's processes started as the Procfile starts them, pointed at them."""
 
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -11,10 +10,10 @@ from statistics import quantiles
 
 from storefront.localredis import LocalRedis
 from storefront.processes import (
-    BASE_DIR,
     BROKER_DB,
     ProjectProcess,
     free_port,
+    manage,
     procfile_command,
     project_env_for,
 )
@@ -31,8 +30,7 @@ class Stage:
         self.manage("migrate", "--noinput")
 
     def manage(self, *args, env=None):
-        argv = [sys.executable, "manage.py", *args]
-        subprocess.run(argv, cwd=BASE_DIR, env=env or self.env, check=True, capture_output=True)
+        manage(env or self.env, *args)
 
     def start(self, name, argv, ready=None, port=None, env=None):
         process = ProjectProcess(argv, env or self.env, self.dir / f"{name}.log", port)

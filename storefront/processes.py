@@ -3,6 +3,7 @@ Redis and a database of the caller's: for the tests (conftest.py) and the benchm
 (bench/)."""
 
 import os
+import secrets
 import shlex
 import signal
 import socket
@@ -31,6 +32,15 @@ def procfile_command(process):
     raise KeyError(process)
 
 
+def redis_env(redis_server):
+    """The variables that point the project's processes at this Redis."""
+    return {
+        "CELERY_BROKER_URL": redis_server.url(BROKER_DB),
+        "CELERY_RESULT_BACKEND": redis_server.url(BROKER_DB),
+        "REDIS_CACHE_URL": redis_server.url(CACHE_DB),
+    }
+
+
 def project_env_for(redis_server, database_path):
     """The environment of the project's processes, on this Redis and SQLite file."""
     venv_bin = str(Path(sys.executable).parent)
@@ -38,12 +48,27 @@ def project_env_for(redis_server, database_path):
         **os.environ,
         "PATH": venv_bin + os.pathsep + os.environ.get("PATH", ""),
         "DJANGO_SETTINGS_MODULE": "storefront.settings.dev",
-        "CELERY_BROKER_URL": redis_server.url(BROKER_DB),
-        "CELERY_RESULT_BACKEND": redis_server.url(BROKER_DB),
-        "REDIS_CACHE_URL": redis_server.url(CACHE_DB),
+        **redis_env(redis_server),
         "DATABASE_URL": f"sqlite:///{database_path}",
         "PYTHONUNBUFFERED": "1",
     }
+
+
+def production(env, settings_module="storefront.settings.prod"):
+    """`env` with production settings and the secrets they require."""
+    return {
+        **env,
+        "DJANGO_SETTINGS_MODULE": settings_module,
+        "SECRET_KEY": secrets.token_urlsafe(50),
+        "ALLOWED_HOSTS": "127.0.0.1,localhost",
+        "EMAIL_HOST": "127.0.0.1",
+    }
+
+
+def manage(env, *args, check=True):
+    """Run a manage.py command as the project's processes would; by default, fail on error."""
+    argv = [sys.executable, "manage.py", *args]
+    return subprocess.run(argv, cwd=BASE_DIR, env=env, check=check, capture_output=True, text=True)
 
 
 class ProjectProcess:
