@@ -171,8 +171,8 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 # The jobs wait on SMTP more than they compute, so two pool processes per core keep
-# the cores busy (bench: 10,000 emails, 905 emails/s with 2 processes on 2 cores,
-# 1,094 with 4). `celery worker --concurrency=N` still overrides it.
+# the cores busy (bench: 10,000 emails, 884 emails/s with 2 processes on 2 cores,
+# 1,067 with 4). `celery worker --concurrency=N` still overrides it.
 CELERY_WORKER_CONCURRENCY = int(
     os.environ.get("CELERY_WORKER_CONCURRENCY", 2 * (os.cpu_count() or 1))
 )
