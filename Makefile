@@ -1,6 +1,6 @@
 # The front door: `make run` starts everything, `make test` runs the tests.
-# Both install what they need first: pipenv (pinned, in .tools/) and the locked
-# dependencies (in .venv/).
+# Both install what they need first: the system packages they use (when missing,
+# with apt-get), pipenv (pinned, in .tools/) and the locked dependencies (in .venv/).
 
 PYTHON ?= python3
 PIPENV_VERSION := 2026.10.3
@@ -8,7 +8,12 @@ VENV := .venv
 export PIPENV_VENV_IN_PROJECT := 1
 export PIPENV_VERBOSITY := -1
 
-.PHONY: install run test lint format bench
+.PHONY: install run test test-fast lint typecheck format bench
+
+# command:package pairs, installed by harness/system-packages when the command is missing.
+RUN_PACKAGES := redis-server:redis-server
+TEST_PACKAGES := $(RUN_PACKAGES) chromium:chromium
+BENCH_PACKAGES := $(RUN_PACKAGES) wrk:wrk
 
 install: $(VENV)/.synced
 
@@ -21,7 +26,8 @@ $(VENV)/.synced: Pipfile.lock .tools/bin/pipenv
 	touch $@
 
 run: install
-	$(VENV)/bin/python bin/run
+	@harness/system-packages $(RUN_PACKAGES)
+	$(VENV)/bin/python -m harness.run
 
 lint: install
 	$(VENV)/bin/ruff check .
@@ -31,11 +37,19 @@ format: install
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-test: lint
+typecheck: install
+	$(VENV)/bin/mypy
+
+# Both lanes: the fast one (in-process unit tests) and the slow one (real processes).
+test: lint typecheck
+	@harness/system-packages $(TEST_PACKAGES)
 	$(VENV)/bin/pytest
+
+# The fast lane alone: no process started, a few seconds.
+test-fast: install
+	$(VENV)/bin/pytest -m "not slow"
 
 # Not tests: measurements against baselines run in the same script (bench/).
 bench: install
-	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk) || \
-		{ echo "make bench needs wrk: apt install wrk"; exit 1; }
+	@harness/system-packages $(BENCH_PACKAGES)
 	$(VENV)/bin/python -m bench

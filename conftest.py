@@ -2,35 +2,40 @@
 (aiosmtpd) that can refuse or hold messages, a migrated SQLite database, and the
 project's own processes (web, worker, beat, flower) started from the Procfile's
 commands with an environment that points them at these. Never the machine's shared
-Redis: this test process's Celery app and cache are pointed at the throwaway one too."""
+Redis: this test process's Celery app and cache point at memory until a test asks for
+the throwaway Redis, and then at it.
+
+Two lanes: a test that uses the throwaway Redis (and so any process started here) is
+marked `slow`; `pytest -m "not slow"` runs the others, in process, in seconds.
+Every wait here waits on the thing itself: a worker answering a ping, a port taking
+connections, a row, a queue's length."""
 
 import asyncio
 import base64
 import json
 import logging
+import socket
 import sqlite3
 import subprocess
 import sys
 import threading
-import time
 from contextlib import closing
 from email import message_from_bytes
 from pathlib import Path
 
 import pytest
 import redis
+import requests
 import yaml
 from aiosmtpd.controller import Controller
+from celery import Celery
 from django.conf import settings
 from django.core.cache import caches
 from django.test import override_settings
 
-from storefront.celery import celery as celery_app
-from storefront.localredis import LocalRedis, RedisUnavailable
-from storefront.processes import (
+from harness.localredis import LocalRedis, RedisUnavailable
+from harness.processes import (
     BASE_DIR,
-    BROKER_DB,
-    CACHE_DB,
     ProjectProcess,
     free_port,
     manage,
@@ -39,6 +44,10 @@ from storefront.processes import (
     project_env_for,
     redis_env,
 )
+from harness.waiting import wait_until
+from storefront.beat import SingleBeatScheduler
+from storefront.celery import celery as celery_app
+from storefront.settings.environment import BROKER_DB, CACHE_DB
 
 
 def compose_command(service):
@@ -47,14 +56,21 @@ def compose_command(service):
     return compose["services"][service]["command"]
 
 
+def task_of(message):
+    """(task name, args) of a Celery message as Redis keeps it."""
+    args, _kwargs, _embed = json.loads(base64.b64decode(message["body"]))
+    return message["headers"]["task"], args
+
+
 def queued_tasks(client, queue="celery"):
     """(task name, args) of each message waiting in a Redis queue, oldest first."""
-    tasks = []
-    for raw in reversed(client.lrange(queue, 0, -1)):
-        message = json.loads(raw)
-        args, _kwargs, _embed = json.loads(base64.b64decode(message["body"]))
-        tasks.append((message["headers"]["task"], args))
-    return tasks
+    return [task_of(json.loads(raw)) for raw in reversed(client.lrange(queue, 0, -1))]
+
+
+def unacked_tasks(client):
+    """(task name, args) of each message a worker has taken and not yet acknowledged
+    (running, or waiting for its countdown)."""
+    return [task_of(json.loads(raw)[0]) for raw in client.hvals("unacked")]
 
 
 def call(project_env, message):
@@ -69,14 +85,63 @@ def deliveries(database):
     return dict(database.execute("SELECT status, count(*) FROM playground_delivery GROUP BY 1"))
 
 
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if "redis_server" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)
+
+
+def done_notifications(database):
+    """How many notifications the database holds as done."""
+    query = "SELECT count(*) FROM playground_notification WHERE status = 'done'"
+    return database.execute(query).fetchone()[0]
+
+
+def wait_until_done(database, count=1, timeout=60):
+    """Wait until `count` notifications are done, as the database says."""
+    wait_until(lambda: done_notifications(database) >= count, timeout, f"{count} done")
+
+
+def worker_answers(project_env, hostname):
+    """Whether a worker with this hostname answers a ping through the processes' broker."""
+    app = Celery(broker=project_env["CELERY_BROKER_URL"])
+    try:
+        return bool(app.control.ping([hostname], timeout=0.5))
+    finally:
+        app.close()
+
+
+def port_open(port):
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+    except OSError:
+        return False
+    return True
+
+
 def pool_processes(worker):
     """The pids of a worker's pool processes."""
     pid = worker.popen.pid
     return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def nothing_shared():
+    """Until a test asks for the throwaway Redis, this process's Celery app and cache
+    live in memory: a test can never reach the machine's shared Redis by mistake."""
+    celery_app.conf.update(broker_url="memory://", result_backend="cache+memory://")
+    memory = {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
+    with override_settings(CACHES={**settings.CACHES, "default": memory}):
+        yield
+
+
+@pytest.fixture(autouse=True)
+def forget_local_cache():
+    caches["local"].clear()  # what this process remembers belongs to the test before
+
+
 @pytest.fixture(scope="session")
-def redis_server(tmp_path_factory):
+def redis_server(tmp_path_factory, nothing_shared):
     server = LocalRedis(free_port(), tmp_path_factory.mktemp("redis"))
     try:
         server.start()
@@ -90,13 +155,11 @@ def redis_server(tmp_path_factory):
     server.stop()
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture
 def broker(redis_server):
-    """A client on the broker's Redis database, emptied (like this process's local
-    cache) before each test."""
+    """A client on the broker's Redis database, emptied before the test."""
     client = redis.Redis.from_url(redis_server.url(BROKER_DB))
     client.flushall()
-    caches["local"].clear()  # what this process remembers belongs to the test before
     yield client
     client.close()
 
@@ -111,8 +174,9 @@ def own_redis(project_env, tmp_path):
 
 
 @pytest.fixture
-def project_env(redis_server, tmp_path):
-    """The environment of the project's processes; a test may change it before starting them."""
+def project_env(broker, redis_server, tmp_path):
+    """The environment of the project's processes, on the throwaway Redis (emptied) and
+    an SQLite file of the test's own; a test may change it before starting them."""
     return project_env_for(redis_server, tmp_path / "db.sqlite3")
 
 
@@ -122,10 +186,11 @@ def start(project_env, tmp_path):
     started = []
 
     def start(name, argv, ready=None, port=None):
+        """`ready`: a condition that holds once the process serves (no log line)."""
         process = ProjectProcess(argv, project_env, tmp_path / f"{name}.log", port)
         started.append(process)
         if ready:
-            process.wait_for(ready)
+            process.wait_until(ready)
         return process
 
     yield start
@@ -134,12 +199,13 @@ def start(project_env, tmp_path):
 
 
 @pytest.fixture
-def start_worker(start):
+def start_worker(start, project_env):
     """Start a Celery worker as the Procfile does, with extra options (e.g. --concurrency=1)."""
 
     def start_worker(name="worker", *options):
-        argv = [*procfile_command("worker"), f"--hostname={name}@%h", *options]
-        return start(name, argv, ready=" ready.")
+        hostname = f"{name}@{socket.gethostname()}"
+        argv = [*procfile_command("worker"), f"--hostname={hostname}", *options]
+        return start(name, argv, ready=lambda: worker_answers(project_env, hostname))
 
     return start_worker
 
@@ -178,10 +244,7 @@ class Inbox:
     def wait_until_holding(self, connections=1, timeout=60):
         """Wait until this many connections wait on a held answer: then none of their
         clients is between the server taking a message and recording it."""
-        deadline = time.monotonic() + timeout
-        while self.held < connections:
-            assert time.monotonic() < deadline, f"{self.held} of {connections} held"
-            time.sleep(0.01)
+        wait_until(lambda: self.held >= connections, timeout, f"{connections} held connections")
 
     def release(self):
         self.hold_at = None
@@ -228,7 +291,7 @@ def start_web(start, project_env, database):
     def start_web():
         port = free_port()
         argv = [sys.executable, "manage.py", "runserver", "--noreload", f"127.0.0.1:{port}"]
-        return start("web", argv, ready="Quit the server", port=port)
+        return start("web", argv, ready=lambda: port_open(port), port=port)
 
     return start_web
 
@@ -253,14 +316,21 @@ def prod_web(start, prod_env):
     manage(prod_env, "collectstatic", "--noinput")
     port = free_port()
     prod_env["GUNICORN_CMD_ARGS"] = f"--bind 127.0.0.1:{port} --workers 2"
-    return start("web", ["sh", "-c", compose_command("web")], ready="Booting worker", port=port)
+    argv = ["sh", "-c", compose_command("web")]
+    return start("web", argv, ready=lambda: port_open(port), port=port)
 
 
 @pytest.fixture
-def start_beat(start, tmp_path):
+def start_beat(start, project_env, tmp_path):
+    """Start Beat; it is ready once it holds its lock in the broker's Redis."""
+
+    def holds_lock():
+        with redis.Redis.from_url(project_env["CELERY_BROKER_URL"]) as client:
+            return client.exists(SingleBeatScheduler.lock_name)
+
     def start_beat():
         argv = [*procfile_command("beat"), f"--schedule={tmp_path / 'celerybeat-schedule'}"]
-        return start("beat", argv, ready="beat: Starting...")
+        return start("beat", argv, ready=holds_lock)
 
     return start_beat
 
@@ -271,4 +341,5 @@ def flower(start, project_env):
     project_env["FLOWER_BASIC_AUTH"] = "tester:s3cret"
     port = free_port()
     argv = [*procfile_command("flower"), f"--port={port}"]
-    return start("flower", argv, ready="Visit me at", port=port)
+    healthy = lambda: port_open(port) and requests.get(f"http://127.0.0.1:{port}/healthcheck").ok  # noqa: E731
+    return start("flower", argv, ready=healthy, port=port)

@@ -7,10 +7,11 @@ import time
 from aiosmtpd.controller import Controller
 from django.conf import settings
 
-from bench.stage import row, wait_until
+from bench.stage import row
+from harness.processes import free_port
+from harness.waiting import wait_until
 from playground.models import Notification
 from playground.tasks import notify_customers
-from storefront.processes import free_port
 
 CUSTOMERS = 10_000
 DEFAULT = f"{settings.CELERY_WORKER_CONCURRENCY} (the default)"

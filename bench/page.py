@@ -6,8 +6,8 @@ import re
 import subprocess
 
 from bench.stage import row
+from harness.processes import free_port, production
 from playground.models import Notification
-from storefront.processes import free_port, production
 
 SECONDS = 10
 CONNECTIONS = 32

@@ -4,19 +4,18 @@ project's processes started as the Procfile starts them, pointed at them."""
 import shutil
 import sys
 import tempfile
-import time
 from pathlib import Path
 from statistics import quantiles
 
-from storefront.localredis import LocalRedis
-from storefront.processes import (
-    BROKER_DB,
+from harness.localredis import LocalRedis
+from harness.processes import (
     ProjectProcess,
     free_port,
     manage,
     procfile_command,
     project_env_for,
 )
+from storefront.settings.environment import BROKER_DB
 
 
 class Stage:
@@ -62,15 +61,6 @@ class Stage:
         self.stop_all()
         self.redis.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
-
-
-def wait_until(condition, timeout=120, interval=0.002):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError("the benchmark's work did not finish in time")
-        time.sleep(interval)
-    return time.perf_counter()
 
 
 def p50_p99(samples):

@@ -51,20 +51,6 @@ class Notification(models.Model):
     def __str__(self):
         return f"{self.message!r} [{self.id}]"
 
-    def progress(self):
-        counts = dict(
-            self.deliveries.values_list("status").annotate(n=models.Count("id")).order_by()
-        )
-        return {
-            "id": str(self.id),
-            "message": self.message,
-            "status": self.status,
-            "total": self.total,
-            "sent": counts.get(Delivery.Status.SENT, 0),
-            "failed": counts.get(Delivery.Status.FAILED, 0),
-            "done": self.status == self.Status.DONE,
-        }
-
 
 class Delivery(models.Model):
     """What one customer was sent of one notification: the record that makes a

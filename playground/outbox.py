@@ -27,7 +27,8 @@ class KeptResult(AsyncResult):
 
 
 class OutboxTask(Task):
-    def apply_async(self, args=None, kwargs=None, task_id=None, **options):
+    # The same call as Task.apply_async; the options are passed on as they came.
+    def apply_async(self, args=None, kwargs=None, task_id=None, **options):  # type: ignore[override]
         task_id = task_id or uuid()
         options.setdefault("retry_policy", PUBLISH_RETRY_POLICY)
         try:

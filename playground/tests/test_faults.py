@@ -1,7 +1,7 @@
 """Real faults against real processes: Redis stopped, killed and hung, workers killed
 and stopped mid-batch, Beat outrunning the worker, a second Beat. Each test counts the
-work's effect (emails the SMTP server took, delivery records, log lines) to show it
-happened exactly as often as it should.
+work's effect (emails the SMTP server took, delivery and notification rows, messages
+left in Redis) to show it happened exactly as often as it should.
 
 A worker is killed or stopped while the SMTP server holds a message unanswered: the
 server has not taken that message, so the batch must send it again. (A kill in the
@@ -18,10 +18,18 @@ from datetime import datetime
 import pytest
 import requests
 
-from conftest import call, deliveries, pool_processes, procfile_command, queued_tasks
+from conftest import (
+    call,
+    deliveries,
+    pool_processes,
+    procfile_command,
+    queued_tasks,
+    unacked_tasks,
+    wait_until,
+    wait_until_done,
+)
 
 NOTICE = "your notification is saved"
-SENT = "Emails were successfully sent!"
 
 
 def runs_of(worker, message):
@@ -31,6 +39,17 @@ def runs_of(worker, message):
 
 def recipients(inbox):
     return sorted(message["To"] for message in inbox.messages)
+
+
+def notify_customers_in(client):
+    """The notify_customers messages Redis holds: queued, or taken and not acknowledged."""
+    tasks = queued_tasks(client) + unacked_tasks(client)
+    return [args for name, args in tasks if name == "playground.tasks.notify_customers"]
+
+
+def active_notifications(database):
+    query = "SELECT count(*) FROM playground_notification WHERE active"
+    return database.execute(query).fetchone()[0]
 
 
 def timed_get(url):
@@ -72,16 +91,18 @@ def test_hello_answers_at_once_while_redis_is_down_and_its_work_runs_once_redis_
     assert re.search(r"Broker unavailable .*: kept .*notify_customers.* in the outbox", web.log())
 
     own_redis.start()
-    worker.wait_for(SENT)
-    time.sleep(2)  # time enough for a second, wrong run to show
-    assert runs_of(worker, "Hello") == 1
+    wait_until_done(database)
+    # Nothing is left that could run it a second time: not in the outbox, not in Redis.
     assert database.execute("SELECT count(*) FROM playground_outboxmessage").fetchone() == (0,)
+    wait_until(lambda: notify_customers_in(own_redis.client(1)) == [], what="no notify_customers")
+    assert runs_of(worker, "Hello") == 1
+    assert database.execute("SELECT count(*) FROM playground_notification").fetchone() == (1,)
 
     # The web's connection recovers too: once that notification is done, the next
     # request goes straight to Redis.
     response, _ = timed_get(web.url("/playground/hello/"))
     assert NOTICE not in response.text
-    worker.wait_for(SENT, count=2)
+    wait_until_done(database, count=2)
 
 
 def test_hello_answers_within_two_seconds_while_redis_hangs(
@@ -109,14 +130,14 @@ def test_a_batch_whose_pool_process_is_killed_runs_again_and_nobody_gets_two_ema
         os.kill(pid, signal.SIGKILL)
     thirty_customers.release()
 
-    worker.wait_for(SENT)
+    wait_until_done(database)
     assert "WorkerLostError" in worker.log()
     assert recipients(thirty_customers) == sorted(f"customer{n}@example.com" for n in range(30))
     assert deliveries(database) == {"sent": 30}
 
 
 def test_a_batch_whose_whole_worker_is_killed_runs_on_the_next_worker(
-    thirty_customers, project_env, start_worker, database
+    thirty_customers, project_env, start_worker, broker, database
 ):
     # Redis gives the message back after the visibility timeout, shortened here with
     # the time limits it must exceed.
@@ -131,10 +152,12 @@ def test_a_batch_whose_whole_worker_is_killed_runs_on_the_next_worker(
         os.kill(pid, signal.SIGKILL)
     first.popen.wait()
     thirty_customers.release()
-    time.sleep(4)  # the visibility timeout: Redis still counts the message as taken
+    # Redis counts the message as taken until its visibility timeout has passed.
+    taken_at = max(score for _, score in broker.zrange("unacked_index", 0, -1, withscores=True))
+    wait_until(lambda: time.time() > taken_at + 4, what="the visibility timeout")
 
-    second = start_worker("second", "--concurrency=1")
-    second.wait_for(SENT)
+    start_worker("second", "--concurrency=1")
+    wait_until_done(database)
     assert len(recipients(thirty_customers)) == len(set(recipients(thirty_customers))) == 30
     assert deliveries(database) == {"sent": 30}
 
@@ -147,7 +170,8 @@ def test_sigterm_lets_the_running_batch_finish_and_leaves_the_others_queued(
     thirty_customers.wait_until_holding()
 
     worker.popen.send_signal(signal.SIGTERM)
-    time.sleep(1)
+    # Only the worker knows it has stopped taking messages; it says so in its log.
+    worker.wait_for("Warm shutdown")
     thirty_customers.release()
 
     assert worker.popen.wait(timeout=30) == 0
@@ -171,7 +195,8 @@ def test_sigquit_gives_the_running_batch_its_soft_shutdown_then_requeues_it(
     assert "soft shutdown" in worker.log().lower()
     assert [name for name, _ in queued_tasks(broker)] == ["playground.tasks.send_batch"] * 3
     thirty_customers.release()
-    start_worker("second", "--concurrency=1").wait_for(SENT)
+    start_worker("second", "--concurrency=1")
+    wait_until_done(database)
     assert deliveries(database) == {"sent": 30}
     assert len(set(recipients(thirty_customers))) == len(recipients(thirty_customers)) == 30
 
@@ -187,12 +212,12 @@ def test_queued_messages_survive_kill_9_of_redis_and_the_worker_reconnects(
 
     assert [args for _, args in queued_tasks(own_redis.client(1))] == [["First"], ["Second"]]
     worker = start_worker()
-    worker.wait_for(SENT, count=2)
+    wait_until_done(database, count=2)
 
     own_redis.kill()
     own_redis.start()
     call(project_env, "After the restart")
-    worker.wait_for(SENT, count=3, timeout=60)
+    wait_until_done(database, count=3)
     assert [runs_of(worker, m) for m in ("First", "Second", "After the restart")] == [1, 1, 1]
 
 
@@ -208,9 +233,13 @@ def test_periodic_notifications_never_overlap_and_late_ones_are_dropped(
     smtp_server.delay = 0.1
     worker = start_worker("worker", "--concurrency=2")
     beat = start_beat()
-    beat.wait_for("Sending due task notify_customers ", count=12)
+    wait_until_done(database, count=4)
     beat.stop()
-    time.sleep(3)  # the last notification finishes; what is left expires
+    # The last notification finishes; what is left expires and is dropped.
+    wait_until(
+        lambda: notify_customers_in(broker) == [] and not active_notifications(database),
+        what="every periodic run done or dropped",
+    )
 
     runs = database.execute(
         "SELECT started_at, finished_at FROM playground_notification"

@@ -3,18 +3,15 @@ workers, and the hello page following the progress."""
 
 import os
 import signal
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
 from django.core.management import call_command
 
-from conftest import call, deliveries, pool_processes, queued_tasks
+from conftest import call, deliveries, pool_processes, queued_tasks, wait_until, wait_until_done
 from playground.models import Notification
 from playground.tasks import send_batch
-
-SENT = "Emails were successfully sent!"
 
 
 @pytest.mark.parametrize("fault", ["none", "pool process killed halfway", "batch refused once"])
@@ -32,7 +29,7 @@ def test_a_thousand_customers_get_one_email_each(
         smtp_server.wait_until_holding(connections=2)
         os.kill(pool_processes(worker)[0], signal.SIGKILL)
         smtp_server.release()
-    worker.wait_for(SENT, timeout=90)
+    wait_until_done(database, timeout=90)
 
     received = smtp_server.messages
     assert sorted(m["To"] for m in received) == sorted(
@@ -57,9 +54,10 @@ def test_customers_the_smtp_server_keeps_refusing_are_recorded_as_failed(
     worker = start_worker("worker", "--concurrency=1")
 
     call(project_env, "Refused")
-    worker.wait_for("Emails were sent to 10 of 20 customers; 10 failed", timeout=60)
+    wait_until_done(database)
 
     assert deliveries(database) == {"sent": 10, "failed": 10}
+    worker.wait_for("Emails were sent to 10 of 20 customers; 10 failed")
     errors = database.execute("SELECT DISTINCT error FROM playground_delivery WHERE error != ''")
     assert "451" in errors.fetchone()[0]
 
@@ -73,9 +71,10 @@ def test_a_customer_the_smtp_server_refuses_for_good_is_failed_and_the_others_ge
     worker = start_worker("worker", "--concurrency=1")
 
     call(project_env, "Mostly delivered")
-    worker.wait_for("Emails were sent to 19 of 20 customers; 1 failed", timeout=60)
+    wait_until_done(database)
 
     assert deliveries(database) == {"sent": 19, "failed": 1}
+    worker.wait_for("Emails were sent to 19 of 20 customers; 1 failed")
     assert "SMTP failed" not in worker.log()  # no retry: a 5xx is final
     assert "customer3@example.com" not in {m["To"] for m in smtp_server.messages}
 
@@ -91,10 +90,12 @@ def test_the_status_endpoint_counts_up_to_the_total_and_says_done(
     page = requests.get(web.url("/playground/hello/"), timeout=5).text
     status_url = web.url(page.split('data-status-url="')[1].split('"')[0])
     seen = []
-    deadline = time.monotonic() + 60
-    while not (seen and seen[-1]["done"]) and time.monotonic() < deadline:
+
+    def poll():
         seen.append(requests.get(status_url, timeout=5).json())
-        time.sleep(0.1)
+        return seen[-1]["done"]
+
+    wait_until(poll, timeout=60, what="done", interval=0.1)
 
     sent = [progress["sent"] for progress in seen]
     assert sent == sorted(sent)

@@ -1,5 +1,7 @@
 """The outbox in this process, against the throwaway Redis and one that is down."""
 
+from datetime import UTC, datetime, timedelta
+
 import pytest
 from kombu import Producer
 
@@ -42,3 +44,24 @@ def test_relay_publishes_each_kept_message_once_under_its_own_task_id(broker):
     assert queued_tasks(broker) == [(notify_customers.name, ["Hi"])]
     assert broker.lrange("celery", 0, -1)[0].count(str(kept.task_id).encode()) >= 1
     assert not OutboxMessage.objects.exists()
+
+
+def test_a_kept_message_keeps_its_expiry_and_countdown_as_moments():
+    before = datetime.now(UTC)
+
+    kept = outbox.absolute_times(
+        {"expires": 60, "countdown": 5, "queue": "celery", "retry_policy": {}}
+    )
+
+    assert set(kept) == {"expires", "eta"}
+    expires, eta = (datetime.fromisoformat(kept[name]) for name in ("expires", "eta"))
+    assert before + timedelta(seconds=60) <= expires <= datetime.now(UTC) + timedelta(seconds=60)
+    assert before + timedelta(seconds=5) <= eta <= datetime.now(UTC) + timedelta(seconds=5)
+
+
+def test_a_kept_message_keeps_moments_given_as_moments():
+    moment = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
+
+    kept = outbox.absolute_times({"expires": moment, "eta": moment.isoformat()})
+
+    assert kept == {"expires": moment.isoformat(), "eta": moment.isoformat()}

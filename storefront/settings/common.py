@@ -1,5 +1,6 @@
-"""Settings shared by every environment. Addresses come from the environment;
-dev.py and prod.py decide the defaults and the secrets."""
+"""Settings shared by every environment, and every variable read from the
+environment (through `env`, which stops the process with one sentence when one is
+missing). dev.py gives development's defaults; prod.py adds production's rules."""
 
 import os
 from pathlib import Path
@@ -7,18 +8,13 @@ from pathlib import Path
 import dj_database_url
 from celery.schedules import crontab
 
+from .environment import env, env_bool, env_list
+
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 
-
-def env_list(name, default):
-    """A comma-separated environment variable as a list."""
-    value = os.environ.get(name)
-    return [item.strip() for item in value.split(",") if item.strip()] if value else default
-
-
-def env_bool(name, default):
-    return os.environ.get(name, str(default)).strip().lower() in ("1", "true", "yes", "on")
-
+SECRET_KEY = env("SECRET_KEY")
+DEBUG = env_bool("DEBUG", False)
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS")
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -61,11 +57,7 @@ TEMPLATES = [
 
 WSGI_APPLICATION = "storefront.wsgi.application"
 
-DATABASES = {
-    "default": dj_database_url.config(
-        default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}", conn_max_age=600
-    )
-}
+DATABASES = {"default": dj_database_url.parse(env("DATABASE_URL"), conn_max_age=600)}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Several worker processes write at once: readers never wait for writers (WAL),
     # a writer takes its lock when its transaction begins instead of failing to
@@ -100,27 +92,27 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 CACHES = {
     "default": {
         "BACKEND": "django.core.cache.backends.redis.RedisCache",
-        "LOCATION": os.environ.get("REDIS_CACHE_URL", "redis://localhost:6379/2"),
+        "LOCATION": env("REDIS_CACHE_URL"),
         # A hung Redis fails a cache call in half a second instead of hanging the page.
         "OPTIONS": {"socket_timeout": 0.5, "socket_connect_timeout": 0.5},
     },
-    # What each process may remember for a second without asking anyone (bench: the
-    # hello page's notification lookup, an ORM query of ~0.2 ms, took it from 0.58x
-    # of its baseline's throughput to 0.91x).
+    # What each process may remember for a second without asking anyone: the hello
+    # page's lookup of the notification on its way is most of its cost (README,
+    # *Measured*: the page).
     "local": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "TIMEOUT": 1},
 }
 
 # The course's email settings; development points at the local SMTP server of `make run`.
 EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
-EMAIL_HOST = os.environ.get("EMAIL_HOST", "localhost")
-EMAIL_PORT = int(os.environ.get("EMAIL_PORT", 2525))
-EMAIL_HOST_USER = os.environ.get("EMAIL_HOST_USER", "")
-EMAIL_HOST_PASSWORD = os.environ.get("EMAIL_HOST_PASSWORD", "")
+EMAIL_HOST = env("EMAIL_HOST")
+EMAIL_PORT = int(env("EMAIL_PORT", 2525))
+EMAIL_HOST_USER = env("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = env("EMAIL_HOST_PASSWORD", "")
 EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
-DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "from@storefront.local")
+DEFAULT_FROM_EMAIL = env("DEFAULT_FROM_EMAIL", "from@storefront.local")
 # An SMTP server that stops answering fails the batch (which retries) after this many
 # seconds, instead of holding its worker process forever.
-EMAIL_TIMEOUT = float(os.environ.get("EMAIL_TIMEOUT", 10))
+EMAIL_TIMEOUT = float(env("EMAIL_TIMEOUT", 10))
 
 # One line per event on stdout for every process (web, worker, beat, flower).
 LOGGING = {
@@ -132,7 +124,7 @@ LOGGING = {
     "handlers": {
         "console": {"class": "logging.StreamHandler", "formatter": "plain"},
     },
-    "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
+    "root": {"handlers": ["console"], "level": env("LOG_LEVEL", "INFO")},
     # Django's own console handler would print its lines a second time.
     "loggers": {"django": {"handlers": [], "propagate": True}},
 }
@@ -140,10 +132,10 @@ LOGGING = {
 # --- Celery -------------------------------------------------------------------
 # Read by storefront/celery.py through the CELERY_ namespace.
 
-# The course's broker: Redis DB 1.
-CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", "redis://localhost:6379/1")
+# The course's broker (development: Redis DB 1 on this machine).
+CELERY_BROKER_URL = env("CELERY_BROKER_URL")
 # Results (and the STARTED state) in the same Redis, so Flower and AsyncResult can report them.
-CELERY_RESULT_BACKEND = os.environ.get("CELERY_RESULT_BACKEND", CELERY_BROKER_URL)
+CELERY_RESULT_BACKEND = env("CELERY_RESULT_BACKEND", CELERY_BROKER_URL)
 # JSON only: a pickled message could run code on the worker.
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TASK_SERIALIZER = "json"
@@ -156,8 +148,8 @@ CELERY_WORKER_SEND_TASK_EVENTS = True
 CELERY_TASK_TRACK_STARTED = True
 # A stuck task is told to stop (soft) and then killed (hard), so it cannot hold a
 # worker process forever; both are well above notify_customers' run time.
-CELERY_TASK_SOFT_TIME_LIMIT = float(os.environ.get("CELERY_TASK_SOFT_TIME_LIMIT", 60))
-CELERY_TASK_TIME_LIMIT = float(os.environ.get("CELERY_TASK_TIME_LIMIT", 90))
+CELERY_TASK_SOFT_TIME_LIMIT = float(env("CELERY_TASK_SOFT_TIME_LIMIT", 60))
+CELERY_TASK_TIME_LIMIT = float(env("CELERY_TASK_TIME_LIMIT", 90))
 # Workers started before Redis keep trying instead of exiting.
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # Exactly one Beat per broker: a second one refuses to start (storefront/beat.py).
@@ -171,11 +163,9 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 # The jobs wait on SMTP more than they compute, so two pool processes per core keep
-# the cores busy (bench: 10,000 emails, 884 emails/s with 2 processes on 2 cores,
-# 1,067 with 4). `celery worker --concurrency=N` still overrides it.
-CELERY_WORKER_CONCURRENCY = int(
-    os.environ.get("CELERY_WORKER_CONCURRENCY", 2 * (os.cpu_count() or 1))
-)
+# the cores busy (README, *Measured*: the job with 1, 2 and 4 processes).
+# `celery worker --concurrency=N` still overrides it.
+CELERY_WORKER_CONCURRENCY = int(env("CELERY_WORKER_CONCURRENCY", 2 * (os.cpu_count() or 1)))
 # Each pool process reserves one message at a time: none waits behind a long task.
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 # A lost broker connection gives the running tasks' messages back to Redis, so stop
@@ -183,16 +173,14 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = True
 # SIGTERM waits for running tasks (warm shutdown). SIGQUIT or a second Ctrl-C still
 # gives them this long before the cold shutdown; what is cut off goes back to Redis.
-CELERY_WORKER_SOFT_SHUTDOWN_TIMEOUT = float(
-    os.environ.get("CELERY_WORKER_SOFT_SHUTDOWN_TIMEOUT", 10)
-)
+CELERY_WORKER_SOFT_SHUTDOWN_TIMEOUT = float(env("CELERY_WORKER_SOFT_SHUTDOWN_TIMEOUT", 10))
 
 # Redis hands a message that was taken but not acknowledged to another worker after
 # this long. It must exceed the hard time limit and any countdown, or a task still
 # running (or waiting for its countdown) would start a second time.
 # A worker killed whole (not just a pool process) leaves its message to the next
 # worker that starts or sweeps (every 10 s) after this long.
-CELERY_VISIBILITY_TIMEOUT = float(os.environ.get("CELERY_VISIBILITY_TIMEOUT", 300))
+CELERY_VISIBILITY_TIMEOUT = float(env("CELERY_VISIBILITY_TIMEOUT", 300))
 CELERY_BROKER_TRANSPORT_OPTIONS = {
     "visibility_timeout": CELERY_VISIBILITY_TIMEOUT,
     "unacked_restore_interval": 10,
@@ -208,17 +196,17 @@ CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_VISIBILI
 
 # notify_customers hands the emails to the workers in batches of this many, each
 # sent over one SMTP connection.
-NOTIFY_BATCH_SIZE = int(os.environ.get("NOTIFY_BATCH_SIZE", 500))
+NOTIFY_BATCH_SIZE = int(env("NOTIFY_BATCH_SIZE", 500))
 # A batch whose SMTP server fails retries up to this many times, waiting about
 # 1, 2, 4 ... seconds (random jitter, at most NOTIFY_RETRY_BACKOFF_MAX); then the
 # customers it could not reach are recorded as failed.
-NOTIFY_MAX_RETRIES = int(os.environ.get("NOTIFY_MAX_RETRIES", 5))
+NOTIFY_MAX_RETRIES = int(env("NOTIFY_MAX_RETRIES", 5))
 NOTIFY_RETRY_BACKOFF_MAX = 60
 # A notify_customers that finds another notification active tries again this much later.
-NOTIFY_CUSTOMERS_RETRY_SECONDS = float(os.environ.get("NOTIFY_CUSTOMERS_RETRY_SECONDS", 5))
+NOTIFY_CUSTOMERS_RETRY_SECONDS = float(env("NOTIFY_CUSTOMERS_RETRY_SECONDS", 5))
 
-NOTIFY_CUSTOMERS_EVERY = float(os.environ.get("NOTIFY_CUSTOMERS_EVERY", 5))
-OUTBOX_RELAY_EVERY = float(os.environ.get("OUTBOX_RELAY_EVERY", 10))
+NOTIFY_CUSTOMERS_EVERY = float(env("NOTIFY_CUSTOMERS_EVERY", 5))
+OUTBOX_RELAY_EVERY = float(env("OUTBOX_RELAY_EVERY", 10))
 QUARTER_HOUR, WEEK = 15 * 60, 7 * 24 * 3600
 # Each entry expires when its next run is due: a run that could not start in time is
 # dropped instead of piling up behind the others.
@@ -253,6 +241,6 @@ CELERY_BEAT_SCHEDULE = {
 }
 
 # user:password for Flower's login; dev.py gives a default, production must set it.
-FLOWER_BASIC_AUTH = os.environ.get("FLOWER_BASIC_AUTH", "")
+FLOWER_BASIC_AUTH = env("FLOWER_BASIC_AUTH", "")
 # Flower listens on this machine only unless told otherwise (docker-compose sets 0.0.0.0).
-FLOWER_ADDRESS = os.environ.get("FLOWER_ADDRESS", "127.0.0.1")
+FLOWER_ADDRESS = env("FLOWER_ADDRESS", "127.0.0.1")

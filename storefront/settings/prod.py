@@ -1,28 +1,12 @@
-"""Production: every secret and address comes from the environment, and a missing
-one stops the process at start with one sentence naming the variable.
-`python manage.py check --deploy` is clean with these settings."""
-
-import os
-import sys
+"""Production: no defaults, so every secret and address comes from the environment
+and a missing one stops the process at start with one sentence naming the variable
+(common.py reads them). `python manage.py check --deploy` is clean with these settings."""
 
 from .common import *  # noqa: F403
-from .common import MIDDLEWARE, env_bool
-
-
-def require_env(name):
-    value = os.environ.get(name)
-    if not value:
-        sys.exit(f"storefront: the environment variable {name} is not set; production needs it.")
-    return value
-
-
-# common.py read these with development defaults; production must name them.
-for name in ("DATABASE_URL", "CELERY_BROKER_URL", "REDIS_CACHE_URL", "EMAIL_HOST"):
-    require_env(name)
+from .common import MIDDLEWARE
+from .environment import env_bool
 
 DEBUG = False
-SECRET_KEY = require_env("SECRET_KEY")
-ALLOWED_HOSTS = require_env("ALLOWED_HOSTS").split(",")
 
 # gunicorn serves the static files through WhiteNoise: compressed, with hashed names
 # that browsers may cache forever.

@@ -12,7 +12,7 @@ import yaml
 from django.conf import settings
 
 from conftest import BASE_DIR, compose_command, procfile_command
-from storefront.localredis import REDIS_FLAGS
+from harness.localredis import REDIS_FLAGS
 
 SERVICE_OF_PROCESS = {"worker": "celery", "beat": "celery-beat", "flower": "flower"}
 # The web serves with gunicorn in compose, and smtp4dev catches the mail there.
@@ -24,6 +24,7 @@ def services():
     return yaml.safe_load((BASE_DIR / "docker-compose.yml").read_text())["services"]
 
 
+@pytest.mark.slow  # runs check-jsonschema
 def test_compose_file_follows_the_compose_specification():
     check = subprocess.run(
         [Path(BASE_DIR, ".venv/bin/check-jsonschema"), "--builtin-schema", "vendor.compose-spec",
@@ -97,3 +98,20 @@ def test_compose_has_exactly_one_beat(services):
 def test_compose_lets_a_deploy_wait_for_the_longest_task(services):
     grace = services["celery"]["stop_grace_period"]
     assert float(grace.removesuffix("s")) > settings.CELERY_TASK_TIME_LIMIT
+
+
+def test_the_image_leaves_out_the_harness_the_benchmarks_and_the_tests():
+    ignored = (BASE_DIR / ".dockerignore").read_text().split()
+    assert {"harness", "bench", "conftest.py", "**/tests", "db.sqlite3*"} <= set(ignored)
+
+
+def test_nothing_deployed_imports_the_harness():
+    deployed = [
+        path
+        for package in ("storefront", "playground")
+        for path in (BASE_DIR / package).rglob("*.py")
+        if "tests" not in path.parts
+    ]
+    assert deployed
+    for path in [*deployed, BASE_DIR / "flowerconfig.py", BASE_DIR / "gunicorn.conf.py"]:
+        assert not re.search(r"^\s*(from|import) harness\b", path.read_text(), re.M), path

@@ -6,7 +6,7 @@ import time
 import pytest
 import requests
 
-from conftest import manage
+from conftest import manage, wait_until_done
 from playground.tasks import notify_customers
 
 REQUIRED = ["SECRET_KEY", "ALLOWED_HOSTS", "DATABASE_URL", "CELERY_BROKER_URL", "REDIS_CACHE_URL"]
@@ -75,12 +75,16 @@ def test_healthz_names_what_is_down_within_a_second_and_recovers(own_redis, prod
     assert back.status_code == 200
 
 
-def test_a_pickled_message_is_refused_and_never_run(start_worker, broker):
-    worker = start_worker()
+def test_a_pickled_message_is_refused_and_never_run(start_worker, broker, database):
+    worker = start_worker("worker", "--concurrency=1")
 
     notify_customers.apply_async(("Pickled",), serializer="pickle")
+    notify_customers.delay("JSON")
 
-    worker.wait_for("Refusing to deserialize untrusted content of type pickle")
-    time.sleep(1)
-    assert "]: Pickled" not in worker.log()
+    # One worker takes messages in order: once the second has run, the first is behind it.
+    wait_until_done(database)
+    messages = [m for (m,) in database.execute("SELECT message FROM playground_notification")]
+    assert messages == ["JSON"]
     assert broker.llen("celery") == 0
+    assert "]: Pickled" not in worker.log()
+    assert "Refusing to deserialize untrusted content of type pickle" in worker.log()

@@ -1,4 +1,4 @@
-"""`make run`'s supervisor (bin/run) when no Redis can be had."""
+"""`make run`'s supervisor (harness/run.py) when no Redis can be had."""
 
 import subprocess
 import sys
@@ -12,7 +12,7 @@ def test_run_without_any_redis_stops_with_one_sentence_saying_how_to_get_one(pro
     env = {**project_env, "CELERY_BROKER_URL": url, "PATH": str(Path(sys.executable).parent)}
 
     run = subprocess.run(
-        [sys.executable, "bin/run"], cwd=BASE_DIR, env=env, capture_output=True, text=True
+        [sys.executable, "-m", "harness.run"], cwd=BASE_DIR, env=env, capture_output=True, text=True
     )
 
     assert run.returncode == 1

@@ -1,8 +1,7 @@
-#!/usr/bin/env python
 """Start the whole system in one terminal: the Procfile's processes under honcho,
 with a project-local Redis when none answers at the broker URL.
 
-Run it as `make run`, which installs everything first."""
+Run it as `make run` (`python -m harness.run`), which installs everything first."""
 
 import os
 import sys
@@ -10,14 +9,11 @@ from pathlib import Path
 from subprocess import Popen
 from urllib.parse import urlparse
 
-BASE_DIR = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(BASE_DIR))
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "storefront.settings.dev")
+from django.conf import settings
 
-from django.conf import settings  # noqa: E402
-
-from storefront.health import redis_answers  # noqa: E402
-from storefront.localredis import LocalRedis, RedisUnavailable  # noqa: E402
+from harness.localredis import LocalRedis, RedisUnavailable
+from harness.processes import BASE_DIR
+from storefront.health import redis_answers
 
 LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1"}
 HOW_TO_GET_REDIS = (
@@ -42,11 +38,14 @@ def local_redis_for(broker_url):
 
 
 def main():
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "storefront.settings.dev")
     (BASE_DIR / ".run").mkdir(exist_ok=True)  # the local Redis's data and the dev mailbox
     redis = local_redis_for(settings.CELERY_BROKER_URL)
     venv_bin = str(Path(sys.executable).parent)
     env = {**os.environ, "PATH": venv_bin + os.pathsep + os.environ.get("PATH", "")}
-    honcho = Popen([sys.executable, "-m", "honcho", "start", "-f", "Procfile"], cwd=BASE_DIR, env=env)
+    honcho = Popen(
+        [sys.executable, "-m", "honcho", "start", "-f", "Procfile"], cwd=BASE_DIR, env=env
+    )
     try:
         while True:
             try:

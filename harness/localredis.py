@@ -7,11 +7,12 @@ the same flags (a test keeps them in step)."""
 import shutil
 import signal
 import subprocess
-import time
+from contextlib import suppress
 from pathlib import Path
 
 import redis
 
+from harness.waiting import NotYet, wait_until
 from storefront.health import redis_answers
 
 REDIS_FLAGS = (
@@ -47,13 +48,12 @@ class LocalRedis:
         argv += [word for flag in REDIS_FLAGS for word in flag.split()]
         # Its own session: the Ctrl-C meant for the other processes must not stop
         # the broker under them.
-        self.process = subprocess.Popen(argv, start_new_session=True)
-        deadline = time.monotonic() + timeout
-        while not self.answers():
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise RedisUnavailable(f"redis-server did not start: see {self.data_dir}/redis.log")
-            time.sleep(0.05)
+        self.process = process = subprocess.Popen(argv, start_new_session=True)
+        with suppress(NotYet):
+            wait_until(lambda: self.answers() or process.poll() is not None, timeout)
+        if not self.answers():
+            self.stop()
+            raise RedisUnavailable(f"redis-server did not start: see {self.data_dir}/redis.log")
         return self
 
     def client(self, db=0):

@@ -9,12 +9,13 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from contextlib import suppress
 from pathlib import Path
 
+from harness.waiting import NotYet, wait_until
+from storefront.settings.environment import BROKER_DB, CACHE_DB
+
 BASE_DIR = Path(__file__).resolve().parent.parent
-BROKER_DB, CACHE_DB = 1, 2
 
 
 def free_port():
@@ -90,14 +91,26 @@ class ProjectProcess:
         return self.log_path.read_text(errors="replace")
 
     def wait_for(self, text, count=1, timeout=30):
-        """Wait until `text` has appeared `count` times in the log."""
-        deadline = time.monotonic() + timeout
-        while self.log().count(text) < count:
-            if self.popen.poll() is not None:
-                raise AssertionError(f"{self.argv} exited ({self.popen.returncode}):\n{self.log()}")
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{text!r} not seen {count}x in {timeout}s:\n{self.log()}")
-            time.sleep(0.1)
+        """Wait until `text` has appeared `count` times in the log: for a process that
+        says it is ready, the only thing there is to observe."""
+        wait_until(
+            lambda: self.log().count(text) >= count or self.popen.poll() is not None,
+            timeout,
+            what=lambda: f"{text!r} {count}x in the log of {self.argv}:\n{self.log()}",
+        )
+        if self.log().count(text) < count:
+            raise NotYet(f"{self.argv} exited ({self.popen.returncode}):\n{self.log()}")
+
+    def wait_until(self, ready, timeout=30):
+        """Wait until the condition `ready` holds; fail at once, with the log, if the
+        process exits first."""
+        wait_until(
+            lambda: self.popen.poll() is not None or ready(),
+            timeout,
+            what=lambda: f"{self.argv} ready:\n{self.log()}",
+        )
+        if self.popen.poll() is not None:
+            raise NotYet(f"{self.argv} exited ({self.popen.returncode}):\n{self.log()}")
 
     def stop(self, signum=signal.SIGTERM, timeout=30):
         """Stop it as a deploy would (SIGTERM to the main process); if it has not

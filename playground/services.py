@@ -1,0 +1,189 @@
+"""The notification's life, in one place: whom it goes to, starting one (at most one
+is active at a time, whoever asks), sending it to a batch of customers and recording
+each delivery, finishing it, and its progress.
+
+Views and tasks are interfaces to these rules: they translate a request or a Celery
+message into a call here, and back."""
+
+import smtplib
+import uuid
+from collections.abc import Iterable
+from typing import TypedDict
+
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import User
+from django.core.cache import caches
+from django.core.mail import EmailMessage
+from django.core.mail.backends.base import BaseEmailBackend
+from django.db import IntegrityError, models, transaction
+from django.db.models import QuerySet
+from django.utils import timezone
+
+from .models import Delivery, Notification
+from .outbox import KeptResult
+
+
+class Progress(TypedDict):
+    id: str
+    message: str
+    status: str
+    total: int
+    sent: int
+    failed: int
+    done: bool
+
+
+def customers() -> QuerySet[User]:
+    """Whom a notification emails: active users with an email address."""
+    return get_user_model().objects.filter(is_active=True).exclude(email="")
+
+
+def active_notification() -> Notification | None:
+    """The notification on its way, if any, as this process saw it within the last
+    second: the page is read far more often than notifications start or end, and a
+    stale answer is safe (the database still lets only one notification be active)."""
+    return caches["local"].get_or_set(
+        "active-notification", lambda: Notification.objects.filter(active=True).first()
+    )
+
+
+def show_or_start(message: str) -> tuple[Notification | None, bool]:
+    """The notification on its way, or else a new one for `message`, started exactly
+    once however many ask at the same moment (the database's one-active constraint
+    decides). Returns it, and whether its message waits in the outbox because the
+    broker is away."""
+    from .tasks import notify_customers  # tasks call services: import when called
+
+    notification = active_notification()
+    kept = False
+    if notification is None:
+        notification = claim(uuid.uuid4(), message)
+        if notification is None:  # another request started one a moment ago: show that one
+            notification = Notification.objects.filter(active=True).first()
+        else:
+            # The course's notify_customers.delay(message), under the notification's id.
+            result = notify_customers.apply_async((message,), task_id=str(notification.id))
+            kept = isinstance(result, KeptResult)
+        caches["local"].set("active-notification", notification)
+    return notification, kept
+
+
+def claim(notification_id: uuid.UUID | str, message: str) -> Notification | None:
+    """The notification with this id, recorded if it is new; None while another one is
+    active (then nothing is recorded)."""
+    try:
+        with transaction.atomic():
+            notification, _ = Notification.objects.get_or_create(
+                id=notification_id, defaults={"message": message}
+            )
+    except IntegrityError:  # the one_active_notification constraint
+        return None
+    return notification
+
+
+def begin(notification: Notification, batch_size: int) -> list[list[int]]:
+    """Mark the notification running for the customers there are now, and split them
+    into batches of `batch_size` ids."""
+    recipients = list(customers().order_by("id").values_list("id", flat=True))
+    Notification.objects.filter(id=notification.id).update(
+        status=Notification.Status.RUNNING, total=len(recipients), started_at=timezone.now()
+    )
+    notification.total = len(recipients)
+    return [recipients[i : i + batch_size] for i in range(0, len(recipients), batch_size)]
+
+
+def unreached(notification: Notification, customer_ids: Iterable[int]) -> QuerySet[User]:
+    """Those of these customers who have no delivery of the notification yet."""
+    return customers().filter(id__in=customer_ids).exclude(delivery__notification=notification)
+
+
+def send_batch(
+    notification: Notification, customer_ids: Iterable[int], connection: BaseEmailBackend
+) -> None:
+    """Email the notification over `connection` to those of these customers not
+    reached yet, recording each delivery as soon as the server has taken the message.
+    A customer refused for good (5xx) is recorded as failed; any other SMTP failure
+    is raised, for the caller to retry the customers still unreached."""
+    for customer in unreached(notification, customer_ids):
+        deliver(notification, customer, connection)
+
+
+def deliver(notification: Notification, customer: User, connection: BaseEmailBackend) -> None:
+    """Email the notification to one customer and record it: sent, or failed for good."""
+    email = EmailMessage(
+        subject=notification.message,
+        body=notification.message,
+        to=[customer.email],
+        # The same for every attempt: a mail client can drop a copy it already has.
+        headers={"Message-ID": f"<{notification.id}.{customer.pk}@storefront>"},
+        connection=connection,
+    )
+    try:
+        email.send()
+    except smtplib.SMTPRecipientsRefused as refused:
+        code, reason = next(iter(refused.recipients.values()))
+        if code < 500:
+            raise  # temporary: the batch retries
+        record(notification, [customer], Delivery.Status.FAILED, f"{code} {reason!r}")
+        return
+    record(notification, [customer], Delivery.Status.SENT)
+
+
+def give_up(notification: Notification, customer_ids: Iterable[int], error: str) -> int:
+    """Record the customers still unreached as failed, with the error; how many."""
+    failed = list(unreached(notification, customer_ids))
+    record(notification, failed, Delivery.Status.FAILED, error)
+    return len(failed)
+
+
+def record(
+    notification: Notification,
+    customers: Iterable[User],
+    status: Delivery.Status,
+    error: str = "",
+) -> None:
+    """One INSERT that keeps the first record of each customer, rather than a SELECT
+    and an INSERT per email (README, *Measured*: the job)."""
+    Delivery.objects.bulk_create(
+        [
+            Delivery(notification=notification, customer=c, status=status, error=error)
+            for c in customers
+        ],
+        ignore_conflicts=True,
+    )
+
+
+def finish(notification_id: uuid.UUID | str) -> Progress | None:
+    """Mark the notification done and return its final progress; None if it was done
+    already (or is unknown), so that finishing twice changes nothing."""
+    unfinished = Notification.objects.filter(id=notification_id).exclude(
+        status=Notification.Status.DONE
+    )
+    if not unfinished.update(status=Notification.Status.DONE, finished_at=timezone.now()):
+        return None
+    return progress(Notification.objects.get(id=notification_id))
+
+
+def progress(notification: Notification) -> Progress:
+    """Where the notification stands, counted from its deliveries (never stored twice)."""
+    counts = dict(
+        notification.deliveries.values_list("status").annotate(n=models.Count("id")).order_by()
+    )
+    return {
+        "id": str(notification.id),
+        "message": notification.message,
+        "status": notification.status,
+        "total": notification.total,
+        "sent": counts.get(Delivery.Status.SENT, 0),
+        "failed": counts.get(Delivery.Status.FAILED, 0),
+        "done": notification.status == Notification.Status.DONE,
+    }
+
+
+def progress_of(notification_id: str) -> Progress | None:
+    """The progress of the notification with this id; None if the id is unknown or
+    not an id at all."""
+    try:
+        return progress(Notification.objects.get(id=uuid.UUID(notification_id)))
+    except (ValueError, Notification.DoesNotExist):
+        return None

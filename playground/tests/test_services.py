@@ -1,0 +1,155 @@
+"""The notification's rules (playground/services.py), in process: the database is
+the test database, mail goes to a stand-in connection, nothing is published."""
+
+import smtplib
+import uuid
+from unittest import mock
+
+import pytest
+from django.core import mail
+from django.core.mail.backends.locmem import EmailBackend
+
+from playground import services, tasks
+from playground.models import Delivery, Notification
+
+pytestmark = pytest.mark.django_db
+
+FIRST = uuid.UUID("6f1c8a52-0000-4000-8000-000000000101")
+SECOND = uuid.UUID("6f1c8a52-0000-4000-8000-000000000102")
+
+
+class RefusingConnection(EmailBackend):
+    """Django's in-memory mail backend, refusing some addresses as a server would."""
+
+    def __init__(self, refusals=None, **kwargs):
+        super().__init__(**kwargs)
+        self.refusals = refusals or {}  # address -> (SMTP code, reason)
+
+    def send_messages(self, messages):
+        for message in messages:
+            refused = {to: self.refusals[to] for to in message.to if to in self.refusals}
+            if refused:
+                raise smtplib.SMTPRecipientsRefused(refused)
+        return super().send_messages(messages)
+
+
+@pytest.fixture
+def customers(django_user_model):
+    return [
+        django_user_model.objects.create(username=f"c{n}", email=f"c{n}@example.com")
+        for n in range(5)
+    ]
+
+
+def test_only_active_users_with_an_email_are_customers(django_user_model, customers):
+    django_user_model.objects.create(username="inactive", email="x@example.com", is_active=False)
+    django_user_model.objects.create(username="no-email", email="")
+
+    assert list(services.customers().order_by("id")) == customers
+
+
+def test_a_second_notification_is_refused_while_one_is_active_and_welcome_after():
+    first = services.claim(FIRST, "First")
+
+    assert services.claim(SECOND, "Second") is None
+    assert services.claim(FIRST, "First") == first  # the same task, redelivered
+    services.finish(FIRST)
+    assert services.claim(SECOND, "Second") is not None
+
+
+def test_the_page_starts_one_notification_and_then_shows_it():
+    with mock.patch.object(tasks.notify_customers, "apply_async") as publish:
+        started, kept = services.show_or_start("Hello")
+        shown, _ = services.show_or_start("Hello")
+
+    assert shown == started
+    assert not kept
+    publish.assert_called_once_with(("Hello",), task_id=str(started.id))
+
+
+def test_the_page_shows_a_notification_started_elsewhere_without_starting_another():
+    running = services.claim(FIRST, "From Beat")
+
+    with mock.patch.object(tasks.notify_customers, "apply_async") as publish:
+        shown, _ = services.show_or_start("Hello")
+
+    assert shown == running
+    publish.assert_not_called()
+
+
+def test_begin_counts_the_customers_and_splits_them_into_batches(customers):
+    notification = services.claim(FIRST, "Hi")
+
+    batches = services.begin(notification, batch_size=2)
+
+    ids = [c.id for c in customers]
+    assert batches == [ids[0:2], ids[2:4], ids[4:5]]
+    notification.refresh_from_db()
+    assert (notification.status, notification.total) == ("running", 5)
+
+
+def test_a_batch_sends_once_to_each_customer_not_yet_reached(customers):
+    notification = services.claim(FIRST, "Hi")
+    ids = [c.id for c in customers]
+    services.record(notification, customers[:2], Delivery.Status.SENT)
+
+    services.send_batch(notification, ids, RefusingConnection())
+    services.send_batch(notification, ids, RefusingConnection())  # run again: nothing more
+
+    assert sorted(m.to[0] for m in mail.outbox) == [f"c{n}@example.com" for n in (2, 3, 4)]
+    message_id = f"<{notification.id}.{customers[2].id}@storefront>"
+    assert mail.outbox[0].message()["Message-ID"] == message_id
+    assert services.progress(notification)["sent"] == 5
+
+
+def test_a_permanent_refusal_fails_that_customer_and_the_others_still_get_it(customers):
+    notification = services.claim(FIRST, "Hi")
+    connection = RefusingConnection({"c1@example.com": (550, b"No such mailbox")})
+
+    services.send_batch(notification, [c.id for c in customers], connection)
+
+    failed = Delivery.objects.get(status="failed")
+    assert (failed.customer, failed.error) == (customers[1], "550 b'No such mailbox'")
+    assert len(mail.outbox) == 4
+
+
+def test_a_temporary_refusal_is_raised_for_the_batch_to_retry_and_records_nothing(customers):
+    notification = services.claim(FIRST, "Hi")
+    connection = RefusingConnection({"c0@example.com": (451, b"Try again later")})
+
+    with pytest.raises(smtplib.SMTPRecipientsRefused):
+        services.send_batch(notification, [c.id for c in customers], connection)
+
+    assert not Delivery.objects.exists()
+
+
+def test_giving_up_fails_only_the_customers_not_reached(customers):
+    notification = services.claim(FIRST, "Hi")
+    services.record(notification, customers[:3], Delivery.Status.SENT)
+
+    assert services.give_up(notification, [c.id for c in customers], "timed out") == 2
+    assert services.progress(notification) | {"id": None} == {
+        "id": None,
+        "message": "Hi",
+        "status": "queued",
+        "total": 0,
+        "sent": 3,
+        "failed": 2,
+        "done": False,
+    }
+
+
+def test_finishing_twice_reports_once_and_frees_the_way_for_the_next():
+    services.claim(FIRST, "Hi")
+
+    first, second = services.finish(FIRST), services.finish(FIRST)
+
+    assert first is not None
+    assert first["done"]
+    assert second is None
+    assert not Notification.objects.filter(active=True).exists()
+
+
+@pytest.mark.parametrize("notification_id", [str(SECOND), "not-a-uuid"])
+def test_the_progress_of_an_unknown_or_malformed_id_is_none(notification_id):
+    assert services.progress_of(notification_id) is None

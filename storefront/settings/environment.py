@@ -1,0 +1,36 @@
+"""Reading the environment: one reader for every setting that comes from outside.
+
+common.py reads every variable through `env`. A variable may have a default that
+holds everywhere (given to `env`), or one that only an environment gives (dev.py fills
+DEFAULTS before common.py runs). Without either, the process stops at start with one
+sentence naming the variable: production, which gives no defaults, needs no list of
+its own."""
+
+import os
+import sys
+
+# What the chosen environment (dev.py) supplies for variables left unset.
+DEFAULTS: dict[str, str] = {}
+
+# The course's Redis layout, wherever a Redis URL is written (dev.py's defaults, the
+# harness's throwaway servers; docker-compose.yml spells the same numbers): the broker
+# (and results) on database 1, the cache on database 2.
+BROKER_DB, CACHE_DB = 1, 2
+
+
+def env(name: str, default: object = None) -> str:
+    value = os.environ.get(name) or DEFAULTS.get(name)
+    if value is None and default is not None:
+        value = str(default)
+    if value is None:
+        sys.exit(f"storefront: the environment variable {name} is not set; production needs it.")
+    return value
+
+
+def env_bool(name: str, default: bool) -> bool:
+    return env(name, default).strip().lower() in ("1", "true", "yes", "on")
+
+
+def env_list(name: str) -> list[str]:
+    """A comma-separated variable as a list."""
+    return [item.strip() for item in env(name).split(",") if item.strip()]
