@@ -196,6 +196,8 @@ def start(project_env, tmp_path):
     yield start
     for process in reversed(started):
         process.stop()
+        # Captured, so shown only when the test fails: what each process said.
+        print(f"----- {process.argv}\n{process.log()[-6000:]}")
 
 
 @pytest.fixture

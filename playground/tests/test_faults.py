@@ -213,6 +213,9 @@ def test_queued_messages_survive_kill_9_of_redis_and_the_worker_reconnects(
     assert [args for _, args in queued_tasks(own_redis.client(1))] == [["First"], ["Second"]]
     worker = start_worker()
     wait_until_done(database, count=2)
+    # Killed while the worker holds no message: kombu 5.7 cannot restore a held message
+    # over a connection Redis dropped, and the worker exits (README, *When things fail*).
+    wait_until(lambda: unacked_tasks(own_redis.client(1)) == [], what="every message acked")
 
     own_redis.kill()
     own_redis.start()
