@@ -1,18 +1,22 @@
 """Celery Beat's scheduler, kept to one Beat per broker: two Beats would send every
 periodic task twice, with no warning. A Beat holds a lock in Redis while it runs;
-a second one refuses to start."""
+a second one refuses to start.
+
+It keeps no schedule file: a Beat that starts counts every entry from its own start,
+so it never fires at once what it missed while it was down (a stale
+celerybeat-schedule would send a missed crontab mailing the moment Beat starts)."""
 
 import logging
 
 import redis
-from celery.beat import PersistentScheduler
+from celery.beat import Scheduler
 
 logger = logging.getLogger(__name__)
 
 ANOTHER_BEAT = "beat: another Celery Beat holds this broker's lock; exactly one may run."
 
 
-class SingleBeatScheduler(PersistentScheduler):
+class SingleBeatScheduler(Scheduler):
     lock_name = "storefront:beat"
     # Long enough to ride out a pause, short enough that a killed Beat's successor
     # can start soon after.

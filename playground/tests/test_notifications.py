@@ -159,3 +159,14 @@ def test_a_batch_of_a_notification_that_no_longer_exists_is_dropped_with_a_warni
     send_batch.run("6f1c8a52-0000-4000-8000-000000000011", [1, 2, 3])
 
     assert "no longer exists: batch dropped" in caplog.text
+
+
+@pytest.mark.django_db
+def test_seed_customers_numbers_after_the_highest_even_after_deletions(django_user_model):
+    call_command("seed_customers", "3")
+    django_user_model.objects.get(username="customer0").delete()
+
+    call_command("seed_customers", "2")
+
+    usernames = set(django_user_model.objects.values_list("username", flat=True))
+    assert usernames == {"customer1", "customer2", "customer3", "customer4"}

@@ -19,9 +19,53 @@ DEFAULTS.update(
     FLOWER_BASIC_AUTH="admin:admin",
 )
 
+from celery.schedules import crontab  # noqa: E402
+
 from .common import *  # noqa: E402, F403
-from .common import INSTALLED_APPS, MIDDLEWARE  # noqa: E402
+from .common import (  # noqa: E402
+    CELERY_BEAT_SCHEDULE,
+    CONTENT_SECURITY_POLICY,
+    INSTALLED_APPS,
+    MIDDLEWARE,
+)
+from .environment import env  # noqa: E402
 
 INSTALLED_APPS = [*INSTALLED_APPS, "debug_toolbar"]
 MIDDLEWARE = ["debug_toolbar.middleware.DebugToolbarMiddleware", *MIDDLEWARE]
 INTERNAL_IPS = ["127.0.0.1"]
+# The debug toolbar injects inline scripts and styles: in development the browser
+# reports what the policy would block instead of blocking it.
+CONTENT_SECURITY_POLICY_REPORT_ONLY = CONTENT_SECURITY_POLICY
+CONTENT_SECURITY_POLICY = None
+
+# The course's demo: GET /playground/hello/ starts notify_customers('Hello'). In
+# production only a signed-in staff user's POST does.
+HELLO_GET_STARTS_NOTIFICATION = True
+
+# The course's Beat demos, development only: they email every customer.
+NOTIFY_CUSTOMERS_EVERY = float(env("NOTIFY_CUSTOMERS_EVERY", 5))
+QUARTER_HOUR, WEEK = 15 * 60, 7 * 24 * 3600
+CELERY_BEAT_SCHEDULE = {
+    **CELERY_BEAT_SCHEDULE,
+    # Every 5 seconds (tests shorten it with NOTIFY_CUSTOMERS_EVERY).
+    "notify_customers": {
+        "task": "playground.tasks.notify_customers",
+        "schedule": NOTIFY_CUSTOMERS_EVERY,
+        "args": ["Hello World"],
+        "options": {"expires": NOTIFY_CUSTOMERS_EVERY},
+    },
+    # The crontab form: every Monday at 7:30 ...
+    "notify_customers_monday_morning": {
+        "task": "playground.tasks.notify_customers",
+        "schedule": crontab(day_of_week=1, hour=7, minute=30),
+        "args": ["Have a good week!"],
+        "options": {"expires": WEEK},
+    },
+    # ... and every 15 minutes.
+    "notify_customers_quarter_hourly": {
+        "task": "playground.tasks.notify_customers",
+        "schedule": crontab(minute="*/15"),
+        "args": ["Fresh deals are in."],
+        "options": {"expires": QUARTER_HOUR},
+    },
+}

@@ -2,11 +2,21 @@
 and a missing one stops the process at start with one sentence naming the variable
 (common.py reads them). `python manage.py check --deploy` is clean with these settings."""
 
+import sys
+
 from .common import *  # noqa: F403
-from .common import MIDDLEWARE
+from .common import MIDDLEWARE, SECRET_KEY
 from .environment import env_bool
 
 DEBUG = False
+
+# Django's own measure of a key worth signing sessions with (check --deploy's W009),
+# made a refusal: a development key or a short one would let anyone forge sessions.
+if SECRET_KEY.startswith("django-insecure-") or len(SECRET_KEY) < 50 or len(set(SECRET_KEY)) < 5:
+    sys.exit(
+        "storefront: the environment variable SECRET_KEY is too weak; production needs 50 or"
+        " more random characters (python -c 'import secrets; print(secrets.token_urlsafe(50))')."
+    )
 
 # gunicorn serves the static files through WhiteNoise: compressed, with hashed names
 # that browsers may cache forever.
@@ -24,6 +34,10 @@ STORAGES = {
 # (only trust it behind a proxy that sets it). Plain HTTP is redirected; set
 # SECURE_SSL_REDIRECT=false only to try the stack locally without a proxy.
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# The same proxy says who the client is; the admin's login throttle counts by it
+# (otherwise every client would share the proxy's address, and its lockout).
+AXES_IPWARE_PROXY_COUNT = 1
+AXES_IPWARE_META_PRECEDENCE_ORDER = ("HTTP_X_FORWARDED_FOR", "REMOTE_ADDR")
 SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", True)
 # Cookies never travel over plain HTTP.
 SESSION_COOKIE_SECURE = True

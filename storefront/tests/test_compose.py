@@ -1,27 +1,39 @@
 """docker-compose.yml cannot run here (no Docker engine): check it against the
-Compose specification's schema, and in step with the Procfile, the settings and
-the project's Redis policy. prod_web in conftest runs its web command for real."""
+Compose specification's schema, resolve it as compose would with an operator's .env
+(harness/compose.py) to see what each service receives, and keep it in step with the
+Procfile, the settings, .env.example and the project's Redis policy. prod_web in
+conftest runs its web command for real."""
 
+import ast
 import re
 import shlex
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
+from textwrap import dedent
 
 import pytest
 import yaml
 from django.conf import settings
 
 from conftest import BASE_DIR, compose_command, procfile_command
+from harness.compose import ComposeError, interpolate, parse_env_file, resolve
 from harness.localredis import REDIS_FLAGS
+from storefront.settings.environment import BROKER_DB, CACHE_DB
 
+COMPOSE_FILE = BASE_DIR / "docker-compose.yml"
+ENV_EXAMPLE = BASE_DIR / ".env.example"
 SERVICE_OF_PROCESS = {"worker": "celery", "beat": "celery-beat", "flower": "flower"}
-# The web serves with gunicorn in compose, and smtp4dev catches the mail there.
+# The web serves with gunicorn in compose, and smtp4dev (under the mailcatcher profile)
+# catches the mail there.
 SERVICE_OF_EVERY_PROCESS = {**SERVICE_OF_PROCESS, "web": "web", "mail": "smtp4dev"}
+# The services running the project's code, from the one image.
+APP_SERVICES = ("web", "celery", "celery-beat", "flower")
 
 
 @pytest.fixture(scope="module")
 def services():
-    return yaml.safe_load((BASE_DIR / "docker-compose.yml").read_text())["services"]
+    return yaml.safe_load(COMPOSE_FILE.read_text())["services"]
 
 
 @pytest.mark.slow  # runs check-jsonschema
@@ -68,10 +80,16 @@ def test_compose_redis_keeps_the_project_redis_policy_behind_a_password(services
     assert "redisdata:/data" in services["redis"]["volumes"]
 
 
-def test_compose_publishes_flower_and_smtp4dev_on_the_hosts_loopback_only(services):
+def test_compose_publishes_every_port_on_the_hosts_loopback_only(services):
     assert services["flower"]["ports"] == ["127.0.0.1:5555:5555"]
-    assert all(port.startswith("127.0.0.1:") for port in services["smtp4dev"]["ports"])
+    for name, service in services.items():
+        assert all(port.startswith("127.0.0.1:") for port in service.get("ports", [])), name
     assert "ports" not in services["db"]
+
+
+def test_compose_publishes_web_on_the_hosts_loopback_for_the_tls_proxy(services):
+    # Reachable only through the proxy, so no client sets X-Forwarded-Proto itself.
+    assert services["web"]["ports"] == ["127.0.0.1:8000:8000"]
 
 
 def test_compose_file_and_image_hold_no_secrets():
@@ -115,3 +133,367 @@ def test_nothing_deployed_imports_the_harness():
     assert deployed
     for path in [*deployed, BASE_DIR / "flowerconfig.py", BASE_DIR / "gunicorn.conf.py"]:
         assert not re.search(r"^\s*(from|import) harness\b", path.read_text(), re.M), path
+
+
+# --- What each service receives from the operator's .env ---------------------------
+
+OPERATOR_KEYS = {
+    "SECRET_KEY": "operator-secret-key-0123456789-abcdefghijklmnopqrstuvwxyz",
+    "ALLOWED_HOSTS": "shop.example.com",
+    "POSTGRES_PASSWORD": "pg-password",
+    "REDIS_PASSWORD": "redis-password",
+    "FLOWER_BASIC_AUTH": "admin:flower-password",
+}
+OPERATOR_MAIL = {
+    "EMAIL_HOST": "smtp.example.com",
+    "EMAIL_PORT": "587",
+    "EMAIL_HOST_USER": "shop@example.com",
+    "EMAIL_HOST_PASSWORD": "smtp-password",
+    "EMAIL_USE_TLS": "true",
+}
+OPERATOR_ADDRESSES = {
+    "DATABASE_URL": "postgres://shop:db-password@db.example.com:5432/shop",
+    "CELERY_BROKER_URL": "redis://:broker-password@redis.example.com:6379/1",
+    "REDIS_CACHE_URL": "redis://:cache-password@redis.example.com:6379/2",
+}
+
+
+def compose_up(tmp_path, dot_env, **options):
+    """The services `docker compose up` would start from tmp_path with this .env."""
+    (tmp_path / ".env").write_text("".join(f"{name}={value}\n" for name, value in dot_env.items()))
+    return resolve(COMPOSE_FILE, project_dir=tmp_path, shell={}, **options)
+
+
+def environment_of(services, *names):
+    return {name: services[name]["environment"] for name in names}
+
+
+def test_web_and_workers_get_the_operators_mail_server_and_addresses(tmp_path):
+    operator = {**OPERATOR_MAIL, **OPERATOR_ADDRESSES}
+    services = compose_up(tmp_path, {**OPERATOR_KEYS, **operator})
+    for name, environment in environment_of(services, *APP_SERVICES).items():
+        assert {variable: environment.get(variable) for variable in operator} == operator, name
+
+
+def test_without_the_operators_addresses_web_and_workers_use_the_stacks_db_and_redis(tmp_path):
+    services = compose_up(tmp_path, {**OPERATOR_KEYS, **OPERATOR_MAIL})
+    built_from_the_passwords = {
+        "DATABASE_URL": "postgres://storefront:pg-password@db:5432/storefront",
+        "CELERY_BROKER_URL": f"redis://:redis-password@redis:6379/{BROKER_DB}",
+        "REDIS_CACHE_URL": f"redis://:redis-password@redis:6379/{CACHE_DB}",
+    }
+    for name, environment in environment_of(services, *APP_SERVICES).items():
+        assert {
+            variable: environment.get(variable) for variable in built_from_the_passwords
+        } == built_from_the_passwords, name
+
+
+def test_the_stacks_own_settings_win_over_the_operators_env(tmp_path):
+    services = compose_up(
+        tmp_path,
+        {
+            **OPERATOR_KEYS,
+            **OPERATOR_MAIL,
+            "DJANGO_SETTINGS_MODULE": "storefront.settings.dev",
+            "FLOWER_ADDRESS": "127.0.0.1",
+        },
+    )
+    for name, environment in environment_of(services, *APP_SERVICES).items():
+        assert environment["DJANGO_SETTINGS_MODULE"] == "storefront.settings.prod", name
+        assert environment["FLOWER_ADDRESS"] == "0.0.0.0", name
+
+
+def test_db_and_redis_get_their_password_and_none_of_the_sites_secrets(tmp_path):
+    services = compose_up(tmp_path, {**OPERATOR_KEYS, **OPERATOR_MAIL})
+    assert services["redis"]["environment"] == {"REDIS_PASSWORD": "redis-password"}
+    assert services["db"]["environment"] == {
+        "POSTGRES_DB": "storefront",
+        "POSTGRES_USER": "storefront",
+        "POSTGRES_PASSWORD": "pg-password",
+    }
+
+
+def env_example_lines():
+    """Each NAME=value line of .env.example: {name: (commented out, value)}."""
+    return {
+        line["name"]: (bool(line["comment"]), line["value"])
+        for line in re.finditer(
+            r"^(?P<comment># )?(?P<name>[A-Z][A-Z0-9_]*)=(?P<value>.*)$",
+            ENV_EXAMPLE.read_text(),
+            re.MULTILINE,
+        )
+    }
+
+
+# What the operator must fill in: the lines .env.example leaves blank.
+BLANK_IN_ENV_EXAMPLE = sorted(
+    name for name, (commented, value) in env_example_lines().items() if not commented and not value
+)
+
+
+def test_the_mail_server_is_among_what_the_operator_must_fill_in():
+    assert "EMAIL_HOST" in BLANK_IN_ENV_EXAMPLE
+    assert {"SECRET_KEY", "POSTGRES_PASSWORD", "REDIS_PASSWORD"} <= set(BLANK_IN_ENV_EXAMPLE)
+
+
+@pytest.mark.parametrize("name", BLANK_IN_ENV_EXAMPLE)
+def test_compose_refuses_to_start_without_what_env_example_leaves_blank(tmp_path, name):
+    filled_in = {**OPERATOR_KEYS, **OPERATOR_MAIL}
+    left_blank = {**filled_in, name: ""}
+    left_out = {variable: value for variable, value in filled_in.items() if variable != name}
+    for dot_env in (left_blank, left_out):
+        with pytest.raises(ComposeError, match=f"required variable {name} is missing a value"):
+            compose_up(tmp_path, dot_env)
+
+
+def test_mail_never_defaults_to_the_mail_catcher(tmp_path):
+    with pytest.raises(ComposeError, match="EMAIL_HOST"):
+        compose_up(tmp_path, OPERATOR_KEYS, profiles=["mailcatcher"])
+
+
+def test_the_mail_catcher_runs_only_when_its_profile_is_asked_for(tmp_path):
+    dot_env = {**OPERATOR_KEYS, **OPERATOR_MAIL}
+    assert set(compose_up(tmp_path, dot_env)) == {*APP_SERVICES, "redis", "db"}
+    assert "smtp4dev" in compose_up(tmp_path, dot_env, profiles=["mailcatcher"])
+    assert "smtp4dev" in compose_up(tmp_path, {**dot_env, "COMPOSE_PROFILES": "mailcatcher"})
+
+
+# --- .env.example: every variable production reads ----------------------------------
+
+SETTINGS_READ_IN_PRODUCTION = ("storefront/settings/common.py", "storefront/settings/prod.py")
+READERS = {"env", "env_bool", "env_list"}
+# Read by the settings, but not the operator's to set: .env.example says why instead.
+NOT_THE_OPERATORS = {"DEBUG", "FLOWER_ADDRESS"}
+
+
+@dataclass(frozen=True)
+class SettingRead:
+    name: str
+    default: ast.expr | None
+    # False when read only under a condition (NOTIFY_CUSTOMERS_MESSAGE with a crontab).
+    always: bool
+
+    @property
+    def required(self):
+        return self.default is None and self.always
+
+    @property
+    def written_default(self):
+        """The default as .env spells it (`false`, `0.25`), or None if not a literal."""
+        if not isinstance(self.default, ast.Constant):
+            return None
+        value = self.default.value
+        return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def settings_reads():
+    """Every env(), env_bool() and env_list() of the production settings."""
+    reads = []
+    for path in SETTINGS_READ_IN_PRODUCTION:
+        for statement in ast.parse((BASE_DIR / path).read_text()).body:
+            always = isinstance(statement, ast.Assign | ast.AnnAssign | ast.Expr)
+            for node in ast.walk(statement):
+                if isinstance(node, ast.Call) and getattr(node.func, "id", None) in READERS:
+                    name, *default = node.args
+                    assert isinstance(name, ast.Constant), ast.unparse(node)
+                    reads.append(SettingRead(name.value, next(iter(default), None), always))
+    return reads
+
+
+def test_env_example_names_every_variable_production_reads():
+    lines = env_example_lines()
+    read = {setting.name for setting in settings_reads()}
+    assert read - NOT_THE_OPERATORS <= set(lines), sorted(read - NOT_THE_OPERATORS - set(lines))
+    for name in NOT_THE_OPERATORS:
+        assert name not in lines
+        assert name in ENV_EXAMPLE.read_text()
+
+
+def test_env_example_names_every_variable_compose_fills_in():
+    filled_in = set(re.findall(r"(?<!\$)\$\{?([A-Za-z_]\w*)", COMPOSE_FILE.read_text()))
+    assert {"POSTGRES_PASSWORD", "REDIS_PASSWORD"} <= filled_in
+    assert filled_in <= set(env_example_lines()), sorted(filled_in - set(env_example_lines()))
+
+
+def test_env_example_comments_out_each_optional_variable_with_its_default():
+    required_by_compose = set(re.findall(r"\$\{(\w+):\?", COMPOSE_FILE.read_text()))
+    lines = env_example_lines()
+    for setting in settings_reads():
+        if setting.written_default is None or setting.name in NOT_THE_OPERATORS:
+            continue
+        if setting.name in required_by_compose:
+            assert lines[setting.name] == (False, ""), setting.name
+        else:
+            assert lines[setting.name] == (True, setting.written_default), setting.name
+
+
+def test_env_example_filled_in_gives_web_and_workers_all_production_requires(tmp_path):
+    filled_in = re.sub(
+        r"^([A-Z_]+)=$", r"\1=filled-in", ENV_EXAMPLE.read_text(), flags=re.MULTILINE
+    )
+    (tmp_path / ".env").write_text(filled_in)
+    services = resolve(COMPOSE_FILE, project_dir=tmp_path, shell={})
+    required = {setting.name for setting in settings_reads() if setting.required}
+    assert {"SECRET_KEY", "DATABASE_URL", "EMAIL_HOST"} <= required
+    for name, environment in environment_of(services, *APP_SERVICES).items():
+        assert {variable for variable in required if environment.get(variable)} == required, name
+
+
+# --- The resolver (harness/compose.py): the Compose specification's rules ------------
+
+SET_AND_EMPTY = {"SET": "value", "EMPTY": ""}
+
+
+@pytest.mark.parametrize(
+    ("template", "expected"),
+    [
+        ("$SET, ${SET}, [${UNSET}]", "value, value, []"),
+        ("${SET:-d} ${EMPTY:-d} ${UNSET:-d}", "value d d"),
+        ("${SET-d} [${EMPTY-d}] ${UNSET-d}", "value [] d"),
+        ("${SET:+alt} [${EMPTY:+alt}] [${UNSET:+alt}]", "alt [] []"),
+        ("${SET+alt} ${EMPTY+alt} [${UNSET+alt}]", "alt alt []"),
+        ("${SET:?err} [${EMPTY?err}]", "value []"),
+        ("${UNSET:-${SET}} ${UNSET:-${ALSO_UNSET:-inner}} ${UNSET-a/$SET}", "value inner a/value"),
+        ("$$SET costs $$5, $${SET}", "$SET costs $5, ${SET}"),
+        ("${SET}_suffix [$SET_suffix]", "value_suffix []"),
+        ("a lone $ and $1 stay", "a lone $ and $1 stay"),
+    ],
+)
+def test_interpolation_follows_the_compose_specification(template, expected):
+    assert interpolate(template, SET_AND_EMPTY) == expected
+
+
+@pytest.mark.parametrize(
+    ("template", "name"),
+    [
+        ("${UNSET:?fill it in}", "UNSET"),
+        ("${EMPTY:?fill it in}", "EMPTY"),
+        ("${UNSET?fill it in}", "UNSET"),
+    ],
+)
+def test_a_required_variable_without_a_value_stops_interpolation_naming_it(template, name):
+    with pytest.raises(
+        ComposeError, match=f"required variable {name} is missing a value: fill it in"
+    ):
+        interpolate(template, SET_AND_EMPTY)
+
+
+@pytest.mark.parametrize("template", ["${SET/value/other}", "${SET", "${}"])
+def test_interpolation_the_specification_does_not_define_is_refused(template):
+    with pytest.raises(ComposeError, match="invalid interpolation format"):
+        interpolate(template, SET_AND_EMPTY)
+
+
+def test_env_file_syntax_follows_the_compose_specification():
+    text = dedent(
+        r"""
+        # a comment, then a blank line
+
+        PLAIN=value
+        COMMENTED=value # a comment
+        HASHED=value#not a comment
+        export EXPORTED=exported
+        SINGLE='$PLAIN # kept'
+        ESCAPED_SINGLE='Let\'s go'
+        DOUBLE="$PLAIN \"quoted\"\tand # kept" # a comment
+        MULTILINE="first
+        second"
+        UNQUOTED_BACKSLASH=some\tvalue
+        EMPTY=
+        FROM_ABOVE=${PLAIN}/$FROM_SHELL
+        FROM_SHELL
+        """
+    )
+    assert parse_env_file(text, {"FROM_SHELL": "shell"}) == {
+        "PLAIN": "value",
+        "COMMENTED": "value",
+        "HASHED": "value#not a comment",
+        "EXPORTED": "exported",
+        "SINGLE": "$PLAIN # kept",
+        "ESCAPED_SINGLE": "Let's go",
+        "DOUBLE": 'value "quoted"\tand # kept',
+        "MULTILINE": "first\nsecond",
+        "UNQUOTED_BACKSLASH": r"some\tvalue",
+        "EMPTY": "",
+        "FROM_ABOVE": "value/shell",
+        "FROM_SHELL": "shell",
+    }
+
+
+def small_project(tmp_path, compose, dot_env):
+    (tmp_path / "compose.yml").write_text(dedent(compose))
+    (tmp_path / ".env").write_text(dedent(dot_env))
+    return tmp_path / "compose.yml"
+
+
+def test_environment_wins_over_env_file_and_the_shell_over_dot_env(tmp_path):
+    compose = small_project(
+        tmp_path,
+        """
+        services:
+          app:
+            image: app
+            env_file: .env
+            environment:
+              CHOSEN_BY_THE_STACK: stack
+              FILLED_IN: ${WHO}
+              PASSED_THROUGH:
+              ABSENT:
+          listed:
+            image: app
+            environment:
+              - FILLED_IN=${WHO:-nobody}
+              - PASSED_THROUGH
+        """,
+        """
+        WHO=dot-env
+        CHOSEN_BY_THE_STACK=operator
+        ONLY_IN_THE_FILE=file
+        """,
+    )
+    services = resolve(compose, shell={"WHO": "shell", "PASSED_THROUGH": "shell"})
+    assert services["app"]["environment"] == {
+        "WHO": "dot-env",
+        "CHOSEN_BY_THE_STACK": "stack",
+        "ONLY_IN_THE_FILE": "file",
+        "FILLED_IN": "shell",
+        "PASSED_THROUGH": "shell",
+    }
+    assert services["listed"]["environment"] == {"FILLED_IN": "shell", "PASSED_THROUGH": "shell"}
+    without_a_shell = resolve(compose, shell={})
+    assert without_a_shell["app"]["environment"]["FILLED_IN"] == "dot-env"
+
+
+def test_a_missing_env_file_stops_compose_unless_it_is_optional(tmp_path):
+    compose = small_project(
+        tmp_path,
+        """
+        services:
+          app:
+            image: app
+            env_file: [{path: optional.env, required: false}, required.env]
+        """,
+        "",
+    )
+    with pytest.raises(ComposeError, match="required.env not found"):
+        resolve(compose)
+    (tmp_path / "required.env").write_text("A=1\n")
+    assert resolve(compose)["app"]["environment"] == {"A": "1"}
+
+
+def test_services_of_profiles_not_asked_for_are_left_out(tmp_path):
+    compose = small_project(
+        tmp_path,
+        """
+        services:
+          always:
+            image: app
+          extra:
+            image: app
+            profiles: [extra, debug]
+        """,
+        "",
+    )
+    assert set(resolve(compose)) == {"always"}
+    assert set(resolve(compose, profiles=["debug"])) == {"always", "extra"}
+    assert set(resolve(compose, shell={"COMPOSE_PROFILES": "other,extra"})) == {"always", "extra"}

@@ -6,7 +6,7 @@ import time
 import pytest
 import requests
 
-from conftest import manage, wait_until_done
+from conftest import manage, queued_tasks, wait_until, wait_until_done
 from playground.tasks import notify_customers
 
 REQUIRED = ["SECRET_KEY", "ALLOWED_HOSTS", "DATABASE_URL", "CELERY_BROKER_URL", "REDIS_CACHE_URL"]
@@ -42,10 +42,10 @@ def test_production_has_no_debug_toolbar(prod_web):
 
 
 def test_production_serves_static_files_itself_with_whitenoise(prod_web):
-    page = requests.get(prod_web.url("/playground/hello/"), headers=HTTPS, timeout=5).text
-    script = page.split('<script src="')[1].split('"')[0]
+    page = requests.get(prod_web.url("/admin/login/"), headers=HTTPS, timeout=5).text
+    stylesheet = page.split('<link rel="stylesheet" href="')[1].split('"')[0]
 
-    response = requests.get(prod_web.url(script), headers=HTTPS, timeout=5)
+    response = requests.get(prod_web.url(stylesheet), headers=HTTPS, timeout=5)
 
     assert response.status_code == 200
     assert "max-age=315360000" in response.headers["Cache-Control"]  # hashed name: forever
@@ -88,3 +88,60 @@ def test_a_pickled_message_is_refused_and_never_run(start_worker, broker, databa
     assert broker.llen("celery") == 0
     assert "]: Pickled" not in worker.log()
     assert "Refusing to deserialize untrusted content of type pickle" in worker.log()
+
+
+@pytest.mark.parametrize(
+    "weak_key",
+    ["django-insecure-" + "x7Gq2" * 10, "short-but-random-Zq81", "ab" * 30],
+    ids=["django's development prefix", "shorter than 50", "fewer than 5 characters"],
+)
+def test_production_refuses_a_weak_secret_key(prod_env, weak_key):
+    prod_env["SECRET_KEY"] = weak_key
+
+    check = manage(prod_env, "check", check=False)
+
+    assert check.returncode == 1
+    assert check.stderr.startswith("storefront: the environment variable SECRET_KEY is too weak;")
+    assert check.stderr.count("\n") == 1
+
+
+def test_pages_carry_a_content_security_policy(prod_web):
+    for path in ("/playground/hello/", "/admin/login/"):
+        policy = requests.get(prod_web.url(path), headers=HTTPS, timeout=5).headers.get(
+            "Content-Security-Policy", ""
+        )
+        assert "default-src 'self'" in policy, path
+        assert "frame-ancestors 'none'" in policy, path
+
+
+def test_admin_logins_are_refused_from_the_fifth_failure_on(prod_web, prod_env):
+    password = "the-right-password-for-the-admin"
+    env = {**prod_env, "DJANGO_SUPERUSER_PASSWORD": password}
+    manage(env, "createsuperuser", "--noinput", "--username=admin", "--email=a@example.com")
+    login = prod_web.url("/admin/login/")
+
+    def attempt(password):
+        session = requests.Session()
+        page = session.get(login, headers=HTTPS, timeout=5)
+        token = page.text.split('name="csrfmiddlewaretoken" value="')[1].split('"')[0]
+        form = {"username": "admin", "password": password, "csrfmiddlewaretoken": token}
+        headers = {**HTTPS, "Referer": f"https://127.0.0.1:{prod_web.port}/admin/login/",
+                   "Cookie": f"csrftoken={page.cookies['csrftoken']}"}  # fmt: skip
+        return session.post(login, data=form, headers=headers, allow_redirects=False, timeout=5)
+
+    failures = [attempt(f"guess-{n}").status_code for n in range(5)]
+    locked = attempt(password)
+
+    assert failures == [200] * 4 + [429]  # the form with its error; the fifth locks out
+    assert locked.status_code == 429  # even the right password, for AXES_COOLOFF_TIME
+    assert "sessionid" not in locked.cookies
+
+
+def test_beat_under_production_settings_sends_no_mailing(prod_env, start_beat, broker):
+    prod_env["OUTBOX_RELAY_EVERY"] = "0.2"
+
+    start_beat()
+
+    relays = ("playground.tasks.relay_outbox", [])
+    wait_until(lambda: queued_tasks(broker).count(relays) >= 5, what="5 relay_outbox runs")
+    assert {name for name, _ in queued_tasks(broker)} == {"playground.tasks.relay_outbox"}

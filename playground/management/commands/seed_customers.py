@@ -11,7 +11,13 @@ class Command(BaseCommand):
 
     def handle(self, count, **options):
         User = get_user_model()
-        start = User.objects.count()
+        # Numbered after the highest customer there is: deleting one never makes a
+        # later run reuse a username.
+        seeded = User.objects.filter(username__regex=r"^customer[0-9]+$")
+        numbers = [
+            int(name[len("customer") :]) for name in seeded.values_list("username", flat=True)
+        ]
+        start = max(numbers, default=-1) + 1
         # Demo customers never log in: one unusable password, hashed once.
         password = make_password(None)
         User.objects.bulk_create(
