@@ -32,6 +32,7 @@ from celery import Celery
 from django.conf import settings
 from django.core.cache import caches
 from django.test import override_settings
+from kombu.exceptions import OperationalError
 
 from harness.localredis import LocalRedis, RedisUnavailable
 from harness.processes import (
@@ -107,6 +108,8 @@ def worker_answers(project_env, hostname):
     app = Celery(broker=project_env["CELERY_BROKER_URL"])
     try:
         return bool(app.control.ping([hostname], timeout=0.5))
+    except (OSError, redis.RedisError, OperationalError):  # a broker just restarted: not yet
+        return False
     finally:
         app.close()
 

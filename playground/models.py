@@ -35,6 +35,8 @@ class Notification(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True)
     finished_at = models.DateTimeField(null=True)
+    # Why it was finished before every customer was tried (its work was lost).
+    reason = models.TextField(blank=True)
     # True while not done, NULL once done: unique, so only one can be True.
     active = models.GeneratedField(
         expression=models.Case(

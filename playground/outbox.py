@@ -1,11 +1,19 @@
-"""Sending a task never fails its caller because of the broker: a message Redis
-cannot take (down, or hung) is kept in the database and relayed once Redis is back.
+"""Sending a task never fails its caller because of the broker, and never gets lost
+between the database and the broker.
 
-Callers keep calling `.delay()` and `.apply_async()` as the course does; the task's
-base class does the rest."""
+- `enqueue()` is the transactional outbox: the message is written in the caller's
+  transaction (with the rows it belongs to) and published once that commits. A process
+  killed in between leaves the row, and Beat's relay_outbox publishes it.
+- Tasks whose base class is OutboxTask may be sent with `.delay()` and
+  `.apply_async()` as the course does: a message the broker cannot take (down, or hung)
+  is kept in the same table.
+
+Either way a kept message keeps its task id, so a task can tell a relayed message from
+a new one."""
 
 import logging
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from celery import Task, current_app
 from celery.result import AsyncResult
@@ -34,20 +42,35 @@ class OutboxTask(Task):
         try:
             return super().apply_async(args, kwargs, task_id=task_id, **options)
         except OperationalError as error:
-            OutboxMessage.objects.create(
-                task_id=task_id,
-                task=self.name,
-                args=list(args or ()),
-                kwargs=kwargs or {},
-                options=absolute_times(options),
-            )
-            logger.warning(
-                "Broker unavailable (%s): kept %s[%s] in the outbox", error, self.name, task_id
-            )
+            keep(self.name, task_id, list(args or ()), kwargs or {}, options, error)
             return KeptResult(task_id, task_name=self.name, app=self.app)
 
 
-def absolute_times(options):
+def keep(
+    task: str,
+    task_id: str,
+    args: list[Any],
+    kwargs: dict[str, Any],
+    options: dict[str, Any],
+    error: Exception,
+) -> OutboxMessage:
+    message = OutboxMessage.objects.create(
+        task_id=task_id, task=task, args=args, kwargs=kwargs, options=absolute_times(options)
+    )
+    logger.warning("Broker unavailable (%s): kept %s in the outbox", error, message)
+    return message
+
+
+def enqueue(task: Task, args: list[Any], task_id: str) -> OutboxMessage:
+    """Record the message in the current transaction; publish it after the commit (a
+    broker that is away leaves it for the relay). Call it inside transaction.atomic()
+    with the rows the message is about."""
+    message = OutboxMessage.objects.create(task_id=task_id, task=task.name, args=args)
+    transaction.on_commit(lambda: publish(message))
+    return message
+
+
+def absolute_times(options: dict[str, Any]) -> dict[str, str]:
     """expires and countdown count from now, but the relay sends later: keep them as
     the moments they stand for."""
     now = datetime.now(UTC)
@@ -61,22 +84,44 @@ def absolute_times(options):
     return kept
 
 
-def relay():
-    """Publish the kept messages, oldest first; returns how many. A message leaves
-    the outbox in the same transaction that publishes it, so a failed publish keeps
-    it and two relays never send it twice."""
-    relayed = 0
-    for message in OutboxMessage.objects.order_by("id"):
+def publish(message: OutboxMessage) -> bool:
+    """Publish one kept message now; whether it left the outbox. It leaves in the same
+    transaction that publishes it, so a failed publish keeps it and two relays never
+    send it twice."""
+    try:
         with transaction.atomic():
             if not OutboxMessage.objects.filter(pk=message.pk).delete()[0]:
-                continue  # another relay took it
+                return True  # another relay took it
+            task = current_app.tasks.get(message.task)
             current_app.send_task(
                 message.task,
                 message.args,
                 message.kwargs,
                 task_id=str(message.task_id),
+                retry_policy=PUBLISH_RETRY_POLICY,
+                # Else the result backend is asked to watch for the result: against a
+                # Redis that is away, that waits out the backend's own long retries.
+                ignore_result=task.ignore_result if task else False,
                 **message.options,
             )
-        logger.info("Relayed %s from the outbox", message)
+    except OperationalError as error:
+        logger.warning("Broker unavailable (%s): kept %s in the outbox", error, message)
+        return False
+    logger.info("Published %s from the outbox", message)
+    return True
+
+
+def relay() -> int:
+    """Publish the kept messages, oldest first, until the broker refuses one; returns
+    how many left the outbox."""
+    relayed = 0
+    for message in OutboxMessage.objects.order_by("id"):
+        if not publish(message):
+            break
         relayed += 1
     return relayed
+
+
+def holds(task_id: str) -> bool:
+    """Whether a message with this task id waits in the outbox."""
+    return OutboxMessage.objects.filter(task_id=task_id).exists()

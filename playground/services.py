@@ -7,7 +7,8 @@ message into a call here, and back."""
 
 import smtplib
 import uuid
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
+from datetime import timedelta
 from typing import TypedDict
 
 from django.contrib.auth import get_user_model
@@ -19,8 +20,8 @@ from django.db import IntegrityError, models, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
+from . import outbox
 from .models import Delivery, Notification
-from .outbox import KeptResult
 
 
 class Progress(TypedDict):
@@ -31,6 +32,7 @@ class Progress(TypedDict):
     sent: int
     failed: int
     done: bool
+    reason: str
 
 
 def customers() -> QuerySet[User]:
@@ -51,19 +53,25 @@ def show_or_start(message: str) -> tuple[Notification | None, bool]:
     """The notification on its way, or else a new one for `message`, started exactly
     once however many ask at the same moment (the database's one-active constraint
     decides). Returns it, and whether its message waits in the outbox because the
-    broker is away."""
+    broker is away.
+
+    The notification and its message are recorded in one transaction and the message
+    is published after the commit: a process killed in between leaves the message to
+    Beat's relay_outbox, never a notification that nothing will run."""
     from .tasks import notify_customers  # tasks call services: import when called
 
     notification = active_notification()
     kept = False
     if notification is None:
-        notification = claim(uuid.uuid4(), message)
+        with transaction.atomic():
+            notification = claim(uuid.uuid4(), message)
+            if notification is not None:
+                # The course's notify_customers.delay(message), under the notification's id.
+                outbox.enqueue(notify_customers, [message], task_id=str(notification.id))
         if notification is None:  # another request started one a moment ago: show that one
             notification = Notification.objects.filter(active=True).first()
         else:
-            # The course's notify_customers.delay(message), under the notification's id.
-            result = notify_customers.apply_async((message,), task_id=str(notification.id))
-            kept = isinstance(result, KeptResult)
+            kept = outbox.holds(str(notification.id))
         caches["local"].set("active-notification", notification)
     return notification, kept
 
@@ -164,6 +172,38 @@ def finish(notification_id: uuid.UUID | str) -> Progress | None:
     return progress(Notification.objects.get(id=notification_id))
 
 
+def reap(stale_after: float, in_flight: Collection[str]) -> list[Notification]:
+    """Finish every active notification whose work is gone, with the reason, so that
+    the next one can start: no sign of life (recorded, started, a delivery) for
+    `stale_after` seconds, no message of it waiting in the outbox, and none of its
+    tasks held by a worker (`in_flight`: the notification ids the workers hold).
+    Returns those it finished; the customers it did not reach keep no delivery."""
+    now = timezone.now()
+    reaped = []
+    for notification in Notification.objects.filter(active=True):
+        last_delivery = notification.deliveries.aggregate(last=models.Max("at"))["last"]
+        signs = [notification.created_at, notification.started_at, last_delivery]
+        quiet = now - max(sign for sign in signs if sign is not None)
+        notification_id = str(notification.id)
+        if (
+            quiet < timedelta(seconds=stale_after)
+            or notification_id in in_flight
+            or outbox.holds(notification_id)
+        ):
+            continue
+        reason = (
+            f"No progress for {quiet.total_seconds():.0f} s and no task of it queued or"
+            " running: its work was lost (a broker that lost its data?)."
+        )
+        finished = Notification.objects.filter(id=notification.id, active=True).update(
+            status=Notification.Status.DONE, finished_at=now, reason=reason
+        )
+        if finished:
+            notification.reason = reason
+            reaped.append(notification)
+    return reaped
+
+
 def progress(notification: Notification) -> Progress:
     """Where the notification stands, counted from its deliveries (never stored twice)."""
     counts = dict(
@@ -177,6 +217,7 @@ def progress(notification: Notification) -> Progress:
         "sent": counts.get(Delivery.Status.SENT, 0),
         "failed": counts.get(Delivery.Status.FAILED, 0),
         "done": notification.status == Notification.Status.DONE,
+        "reason": notification.reason,
     }
 
 

@@ -4,7 +4,7 @@ say in the log what they did."""
 
 import smtplib
 
-from celery import Task, chord, shared_task
+from celery import Task, chord, current_app, shared_task
 from celery.utils.log import get_task_logger
 from celery.utils.time import get_exponential_backoff_interval
 from django.conf import settings
@@ -94,6 +94,29 @@ def finish_notification(notification_id: str) -> None:
             progress["total"],
             progress["failed"],
         )
+
+
+@shared_task(ignore_result=True)
+def reap_stale_notifications() -> None:
+    """Finishes, with the reason, an active notification whose work was lost (its
+    messages gone with a broker's data), so that the next one can start. Safe to run
+    again and on several workers: finishing is one conditional UPDATE."""
+    for notification in services.reap(settings.NOTIFY_STALE_AFTER, notifications_in_flight()):
+        logger.warning("Notification %s finished: %s", notification.id, notification.reason)
+
+
+def notifications_in_flight() -> set[str]:
+    """The notifications whose tasks some worker holds: running, reserved, or waiting
+    for their countdown. Every task of a notification carries its id: as its own task
+    id (notify_customers) or as its first argument (send_batch, finish_notification)."""
+    inspect = current_app.control.inspect(timeout=1)
+    running = [*(inspect.active() or {}).values(), *(inspect.reserved() or {}).values()]
+    requests = [task for tasks in running for task in tasks]
+    scheduled = (inspect.scheduled() or {}).values()
+    requests += [entry["request"] for entries in scheduled for entry in entries]
+    held = {str(request["id"]) for request in requests}
+    held.update(str(request["args"][0]) for request in requests if request["args"])
+    return held
 
 
 @shared_task(ignore_result=True)

@@ -107,6 +107,7 @@ def test_the_status_endpoint_counts_up_to_the_total_and_says_done(
         "sent": 200,
         "failed": 0,
         "done": True,
+        "reason": "",
     }
     assert any(0 < n < 200 for n in sent)  # it was followed while running
 

@@ -3,14 +3,17 @@ the test database, mail goes to a stand-in connection, nothing is published."""
 
 import smtplib
 import uuid
+from datetime import timedelta
 from unittest import mock
 
 import pytest
 from django.core import mail
 from django.core.mail.backends.locmem import EmailBackend
+from django.utils import timezone
+from kombu.exceptions import OperationalError
 
-from playground import services, tasks
-from playground.models import Delivery, Notification
+from playground import outbox, services
+from playground.models import Delivery, Notification, OutboxMessage
 
 pytestmark = pytest.mark.django_db
 
@@ -57,24 +60,57 @@ def test_a_second_notification_is_refused_while_one_is_active_and_welcome_after(
     assert services.claim(SECOND, "Second") is not None
 
 
-def test_the_page_starts_one_notification_and_then_shows_it():
-    with mock.patch.object(tasks.notify_customers, "apply_async") as publish:
-        started, kept = services.show_or_start("Hello")
-        shown, _ = services.show_or_start("Hello")
+@pytest.fixture
+def broker():
+    """The publishing end of the outbox, replaced: what it was asked to send."""
+    with mock.patch.object(outbox, "current_app") as app:
+        yield app.send_task
+
+
+@pytest.mark.django_db(transaction=True)  # real commits: the message goes out after each
+def test_the_page_starts_one_notification_and_then_shows_it(broker):
+    started, kept = services.show_or_start("Hello")
+    shown, _ = services.show_or_start("Hello")
 
     assert shown == started
     assert not kept
-    publish.assert_called_once_with(("Hello",), task_id=str(started.id))
+    assert broker.call_count == 1
+    assert broker.call_args.args[:2] == ("playground.tasks.notify_customers", ["Hello"])
+    assert broker.call_args.kwargs["task_id"] == str(started.id)
+    assert not OutboxMessage.objects.exists()
 
 
-def test_the_page_shows_a_notification_started_elsewhere_without_starting_another():
+def test_a_notification_and_its_message_are_recorded_together_and_sent_after_the_commit(
+    broker, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks() as after_commit:
+        started, _ = services.show_or_start("Hello")
+
+    # Here the process may die: the message is in the outbox, with the notification.
+    assert broker.call_count == 0
+    assert OutboxMessage.objects.get().task_id == started.id
+    assert len(after_commit) == 1
+    assert outbox.relay() == 1  # what Beat's relay_outbox does with what a crash left
+    assert broker.call_args.kwargs["task_id"] == str(started.id)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_message_the_broker_refuses_waits_in_the_outbox(broker):
+    broker.side_effect = OperationalError("Connection refused")
+
+    started, kept = services.show_or_start("Hello")
+
+    assert kept
+    assert OutboxMessage.objects.get().task_id == started.id
+
+
+def test_the_page_shows_a_notification_started_elsewhere_without_starting_another(broker):
     running = services.claim(FIRST, "From Beat")
 
-    with mock.patch.object(tasks.notify_customers, "apply_async") as publish:
-        shown, _ = services.show_or_start("Hello")
+    shown, _ = services.show_or_start("Hello")
 
     assert shown == running
-    publish.assert_not_called()
+    assert not OutboxMessage.objects.exists()
 
 
 def test_begin_counts_the_customers_and_splits_them_into_batches(customers):
@@ -136,6 +172,7 @@ def test_giving_up_fails_only_the_customers_not_reached(customers):
         "sent": 3,
         "failed": 2,
         "done": False,
+        "reason": "",
     }
 
 
@@ -153,3 +190,38 @@ def test_finishing_twice_reports_once_and_frees_the_way_for_the_next():
 @pytest.mark.parametrize("notification_id", [str(SECOND), "not-a-uuid"])
 def test_the_progress_of_an_unknown_or_malformed_id_is_none(notification_id):
     assert services.progress_of(notification_id) is None
+
+
+def quiet_for(notification, seconds):
+    """As if nothing had happened to the notification for that long."""
+    long_ago = timezone.now() - timedelta(seconds=seconds)
+    Notification.objects.filter(id=notification.id).update(created_at=long_ago)
+    notification.deliveries.update(at=long_ago)
+
+
+def test_a_notification_whose_work_is_gone_is_finished_with_the_reason(customers):
+    stuck = services.claim(FIRST, "Hi")
+    services.record(stuck, customers[:2], Delivery.Status.SENT)
+    quiet_for(stuck, 120)
+
+    reaped = services.reap(stale_after=60, in_flight=set())
+
+    assert reaped == [stuck]
+    stuck.refresh_from_db()
+    assert stuck.status == "done"
+    assert stuck.reason.startswith("No progress for 120 s")
+    assert services.progress(stuck)["sent"] == 2
+    assert services.claim(SECOND, "Next") is not None  # the way is free
+
+
+def test_a_notification_is_not_reaped_while_it_shows_life_or_its_work_is_somewhere(customers):
+    recent = services.claim(FIRST, "Hi")
+    quiet_for(recent, 120)
+    services.record(recent, customers[:1], Delivery.Status.SENT)  # a delivery just now
+    assert services.reap(stale_after=60, in_flight=set()) == []
+
+    quiet_for(recent, 120)
+    assert services.reap(stale_after=60, in_flight={str(FIRST)}) == []  # a worker holds it
+
+    OutboxMessage.objects.create(task_id=FIRST, task="playground.tasks.notify_customers")
+    assert services.reap(stale_after=60, in_flight=set()) == []  # waiting for the broker

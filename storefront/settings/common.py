@@ -236,6 +236,11 @@ NOTIFY_RETRY_BACKOFF_MAX = 60
 NOTIFY_CUSTOMERS_RETRY_SECONDS = float(env("NOTIFY_CUSTOMERS_RETRY_SECONDS", 5))
 
 OUTBOX_RELAY_EVERY = float(env("OUTBOX_RELAY_EVERY", 10))
+# An active notification with no sign of life for this long, and no task of it queued
+# or running anywhere, lost its work (a broker that lost its data): Beat's
+# reap_stale_notifications finishes it, with the reason, every NOTIFY_REAP_EVERY.
+NOTIFY_STALE_AFTER = float(env("NOTIFY_STALE_AFTER", 600))
+NOTIFY_REAP_EVERY = float(env("NOTIFY_REAP_EVERY", 60))
 # Each entry expires when its next run is due: a run that could not start in time is
 # dropped instead of piling up behind the others.
 # No mailing here: every environment keeps the system healthy, and only development
@@ -246,6 +251,12 @@ CELERY_BEAT_SCHEDULE = {
         "task": "playground.tasks.relay_outbox",
         "schedule": OUTBOX_RELAY_EVERY,
         "options": {"expires": OUTBOX_RELAY_EVERY},
+    },
+    # Finishes a notification whose work was lost, so that the next one can start.
+    "reap_stale_notifications": {
+        "task": "playground.tasks.reap_stale_notifications",
+        "schedule": NOTIFY_REAP_EVERY,
+        "options": {"expires": NOTIFY_REAP_EVERY},
     },
 }
 # A periodic mailing is the operator's decision: a crontab line ("30 7 * * 1" is

@@ -11,7 +11,11 @@ async function refresh() {
   const bar = section.querySelector("progress");
   bar.max = Math.max(progress.total, 1);
   bar.value = progress.sent + progress.failed;
-  section.querySelector(".done").hidden = !progress.done;
+  // A notification finished early says why instead of "every email is out".
+  section.querySelector(".done").hidden = !progress.done || Boolean(progress.reason);
+  const reason = section.querySelector(".reason");
+  reason.textContent = progress.reason;
+  reason.hidden = !progress.reason;
   return progress.done;
 }
 

@@ -1,0 +1,130 @@
+"""Nothing stays stuck: a notification whose message never reached the broker, or whose
+work the broker lost, still ends, and the next one starts on its own. Real processes,
+real faults: the web killed between its commit and its publish, Redis restarted without
+its data in the middle of a notification."""
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import threading
+from collections import Counter
+
+import pytest
+import requests
+
+from conftest import call, deliveries, queued_tasks, redis_env, wait_until, wait_until_done
+
+EVERY_CUSTOMER = sorted(f"customer{n}@example.com" for n in range(30))
+
+
+class SilentBroker:
+    """A port that takes connections and never answers, counting the connections: a
+    client connected here is in the middle of a publish."""
+
+    def __init__(self):
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        self.connections = []
+        threading.Thread(target=self.accept, daemon=True).start()
+
+    def accept(self):
+        while True:
+            try:
+                self.connections.append(self.server.accept()[0])
+            except OSError:  # closed
+                return
+
+    def close(self):
+        self.server.close()
+        for connection in self.connections:
+            connection.close()
+
+
+@pytest.fixture
+def silent_broker():
+    broker = SilentBroker()
+    yield broker
+    broker.close()
+
+
+def emails_per_customer(inbox):
+    """How many emails each customer got of each notification (by Message-ID)."""
+    return Counter(message["Message-ID"] for message in inbox.messages)
+
+
+def outbox_rows(database):
+    return database.execute("SELECT count(*) FROM playground_outboxmessage").fetchone()[0]
+
+
+def test_a_web_killed_between_its_commit_and_its_publish_leaves_the_work_to_the_relay(
+    own_redis, project_env, seed_customers, smtp_server, start, start_web, start_worker,
+    start_beat, database, silent_broker,
+):  # fmt: skip
+    project_env.update(NOTIFY_BATCH_SIZE="10", OUTBOX_RELAY_EVERY="0.5")
+    seed_customers(30)
+    project_env["CELERY_BROKER_URL"] = f"redis://127.0.0.1:{silent_broker.port}/1"
+    web = start_web()
+
+    def visit_and_lose_the_answer():
+        with contextlib.suppress(requests.ConnectionError):  # the web dies under it
+            requests.get(web.url("/playground/hello/"), timeout=10)
+
+    visit = threading.Thread(target=visit_and_lose_the_answer, daemon=True)
+
+    visit.start()
+    # Committed (the notification and its message), and now publishing: kill it here.
+    wait_until(lambda: outbox_rows(database) == 1 and silent_broker.connections, what="publish")
+    os.killpg(web.popen.pid, signal.SIGKILL)
+    visit.join()
+
+    project_env.update(redis_env(own_redis))
+    start_worker("worker", "--concurrency=2")
+    start_beat()
+    wait_until_done(database)
+    assert sorted(message["To"] for message in smtp_server.messages) == EVERY_CUSTOMER
+    assert outbox_rows(database) == 0
+
+    # The next notification starts on its own, from a page that works again.
+    page = start_web()
+    requests.get(page.url("/playground/hello/"), timeout=10)
+    wait_until_done(database, count=2)
+    assert sorted(emails_per_customer(smtp_server).values()) == [1] * 60
+
+
+def test_a_notification_whose_work_redis_lost_is_finished_and_the_next_one_runs(
+    own_redis, project_env, seed_customers, smtp_server, start_worker, start_beat, database
+):
+    project_env.update(
+        NOTIFY_BATCH_SIZE="10", NOTIFY_STALE_AFTER="2", NOTIFY_REAP_EVERY="0.5",
+        NOTIFY_CUSTOMERS_EVERY="3600",
+    )  # fmt: skip
+    seed_customers(30)
+    smtp_server.hold_at = 4  # the first batch is in flight, the other two wait in Redis
+    worker = start_worker("worker", "--concurrency=1")
+    call(project_env, "Lost")
+    smtp_server.wait_until_holding()
+
+    # A deploy stops the worker (the running batch finishes), then Redis restarts
+    # without its data: the two waiting batches and the chord's counter are gone.
+    worker.popen.send_signal(signal.SIGTERM)
+    smtp_server.release()
+    worker.popen.wait(timeout=60)
+    assert [name for name, _ in queued_tasks(own_redis.client(1))].count(
+        "playground.tasks.send_batch"
+    ) == 2
+    own_redis.stop()
+    shutil.rmtree(own_redis.data_dir)
+    own_redis.start()
+
+    start_worker("second", "--concurrency=2")
+    start_beat()
+    wait_until_done(database)
+    reason = database.execute("SELECT reason FROM playground_notification").fetchone()[0]
+    assert reason.startswith("No progress for")
+    assert deliveries(database) == {"sent": 10}
+
+    call(project_env, "Next")  # the way is free: the next one runs, to everyone
+    wait_until_done(database, count=2)
+    assert sorted(emails_per_customer(smtp_server).values()) == [1] * 40
