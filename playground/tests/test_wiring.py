@@ -39,7 +39,7 @@ def test_hello_url_resolves_to_say_hello():
     assert resolve("/playground/hello/").func is views.say_hello
 
 
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)  # the message is published after the commit
 def test_hello_says_hello_mosh_and_enqueues_one_notify_customers(client, broker):
     response = client.get("/playground/hello/")
 
