@@ -204,6 +204,15 @@ def reap(stale_after: float, in_flight: Collection[str]) -> list[Notification]:
     return reaped
 
 
+def purge(older_than_days: float) -> int:
+    """Delete the notifications finished more than `older_than_days` ago, with their
+    deliveries; how many. Active ones stay, however old."""
+    cutoff = timezone.now() - timedelta(days=older_than_days)
+    old = Notification.objects.filter(status=Notification.Status.DONE, finished_at__lt=cutoff)
+    _, deleted = old.delete()
+    return deleted.get(Notification._meta.label, 0)
+
+
 def progress(notification: Notification) -> Progress:
     """Where the notification stands, counted from its deliveries (never stored twice)."""
     counts = dict(

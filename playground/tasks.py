@@ -120,6 +120,13 @@ def notifications_in_flight() -> set[str]:
 
 
 @shared_task(ignore_result=True)
+def purge_old_notifications() -> None:
+    """Deletes the notifications (and their deliveries) finished more than
+    NOTIFY_RETENTION_DAYS ago. Safe to run again: what is gone stays gone."""
+    logger.info("Purged %d old notifications", services.purge(settings.NOTIFY_RETENTION_DAYS))
+
+
+@shared_task(ignore_result=True)
 def relay_outbox() -> None:
     """Hands the broker what the web kept in the outbox while Redis was away. Safe to
     run again and on several workers at once: a message leaves the outbox only as it

@@ -225,3 +225,16 @@ def test_a_notification_is_not_reaped_while_it_shows_life_or_its_work_is_somewhe
 
     OutboxMessage.objects.create(task_id=FIRST, task="playground.tasks.notify_customers")
     assert services.reap(stale_after=60, in_flight=set()) == []  # waiting for the broker
+
+
+def test_purging_deletes_what_finished_long_ago_and_keeps_the_rest(customers):
+    old, recent = services.claim(FIRST, "Old"), None
+    services.record(old, customers, Delivery.Status.SENT)
+    services.finish(FIRST)
+    Notification.objects.filter(id=FIRST).update(finished_at=timezone.now() - timedelta(days=31))
+    recent = services.claim(SECOND, "Recent")  # active: kept however old
+    Notification.objects.filter(id=SECOND).update(created_at=timezone.now() - timedelta(days=90))
+
+    assert services.purge(older_than_days=30) == 1
+    assert list(Notification.objects.all()) == [recent]
+    assert not Delivery.objects.exists()

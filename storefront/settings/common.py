@@ -200,6 +200,14 @@ CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = True
 # SIGTERM waits for running tasks (warm shutdown). SIGQUIT or a second Ctrl-C still
 # gives them this long before the cold shutdown; what is cut off goes back to Redis.
 CELERY_WORKER_SOFT_SHUTDOWN_TIMEOUT = float(env("CELERY_WORKER_SOFT_SHUTDOWN_TIMEOUT", 10))
+# A worker runs for weeks: each pool process is replaced after this many tasks, or once
+# it holds more than this many KiB after a task, so a slow leak (in a library, or ours)
+# costs a fork now and then instead of the machine's memory.
+CELERY_WORKER_MAX_TASKS_PER_CHILD = int(env("CELERY_WORKER_MAX_TASKS_PER_CHILD", 1000))
+CELERY_WORKER_MAX_MEMORY_PER_CHILD = int(env("CELERY_WORKER_MAX_MEMORY_PER_CHILD", 300_000))
+# Results (the chord's bookkeeping included) expire from Redis after a day: nothing a
+# notification leaves there outlives it (README, *Long-running*).
+CELERY_RESULT_EXPIRES = int(env("CELERY_RESULT_EXPIRES", 24 * 3600))
 
 # Redis hands a message that was taken but not acknowledged to another worker after
 # this long. It must exceed the hard time limit and any countdown, or a task still
@@ -241,6 +249,9 @@ OUTBOX_RELAY_EVERY = float(env("OUTBOX_RELAY_EVERY", 10))
 # reap_stale_notifications finishes it, with the reason, every NOTIFY_REAP_EVERY.
 NOTIFY_STALE_AFTER = float(env("NOTIFY_STALE_AFTER", 600))
 NOTIFY_REAP_EVERY = float(env("NOTIFY_REAP_EVERY", 60))
+# Finished notifications (and their deliveries) are kept this many days, then deleted
+# by Beat's purge_old_notifications, every night at 3:00.
+NOTIFY_RETENTION_DAYS = float(env("NOTIFY_RETENTION_DAYS", 30))
 # Each entry expires when its next run is due: a run that could not start in time is
 # dropped instead of piling up behind the others.
 # No mailing here: every environment keeps the system healthy, and only development
@@ -251,6 +262,12 @@ CELERY_BEAT_SCHEDULE = {
         "task": "playground.tasks.relay_outbox",
         "schedule": OUTBOX_RELAY_EVERY,
         "options": {"expires": OUTBOX_RELAY_EVERY},
+    },
+    # Deletes what notifications older than NOTIFY_RETENTION_DAYS left in the database.
+    "purge_old_notifications": {
+        "task": "playground.tasks.purge_old_notifications",
+        "schedule": crontab(hour=3, minute=0),
+        "options": {"expires": 24 * 3600},
     },
     # Finishes a notification whose work was lost, so that the next one can start.
     "reap_stale_notifications": {
