@@ -3,6 +3,8 @@ overridden with GUNICORN_CMD_ARGS, e.g. "--bind 127.0.0.1:8000 --workers 5"."""
 
 import os
 
+from storefront.logs import logging_config
+
 bind = "0.0.0.0:8000"
 # Sync workers: the page does no slow work itself (it is queued), so a few processes
 # per core keep both cores busy. WEB_CONCURRENCY sets it for other machines.
@@ -14,3 +16,7 @@ graceful_timeout = 20
 # One line per request and per error, on stdout/stderr like every other process.
 accesslog = "-"
 errorlog = "-"
+# gunicorn's own lines (its master's too) in LOG_FORMAT, like every other process.
+logconfig_dict = logging_config(
+    os.environ.get("LOG_FORMAT", "plain"), os.environ.get("LOG_LEVEL", "INFO")
+)

@@ -147,7 +147,7 @@ DEFAULT_FROM_EMAIL = env("DEFAULT_FROM_EMAIL", "from@storefront.local")
 # seconds, instead of holding its worker process forever.
 EMAIL_TIMEOUT = float(env("EMAIL_TIMEOUT", 10))
 
-# One line per event on stdout for every process (web, worker, beat, flower), in one
+# One line per event on stderr for every process (web, worker, beat, flower), in one
 # format: LOG_FORMAT=plain (development's default) or json. Errors also go to Sentry
 # when SENTRY_DSN is set (storefront/logs.py).
 LOG_FORMAT = env("LOG_FORMAT", "plain")
@@ -180,8 +180,6 @@ CELERY_TASK_TIME_LIMIT = float(env("CELERY_TASK_TIME_LIMIT", 90))
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # Exactly one Beat per broker: a second one refuses to start (storefront/beat.py).
 CELERY_BEAT_SCHEDULER = "storefront.beat:SingleBeatScheduler"
-# Django's LOGGING stays in charge of the worker's log lines.
-CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 
 # Nothing lost when a worker dies: a message is acknowledged only once its task has
 # finished, and given back when the pool process running it is killed (OOM, crash).

@@ -1,0 +1,275 @@
+"""Logs an operator can ship (storefront/logs.py): LOG_FORMAT=json gives one JSON object
+per line in the worker, Beat, Flower and the web, a task's lines name the task, a
+traceback stays inside its line; the plain format is one format; a bad Host header is
+one line; errors reach Sentry only when SENTRY_DSN is set. The processes are real; a
+local HTTP server stands in for Sentry."""
+
+import gzip
+import json
+import logging
+import re
+import subprocess
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+import requests
+
+from conftest import procfile_command, queued_tasks, wait_until
+from harness.processes import BASE_DIR, free_port, manage
+from storefront.logs import logging_config
+
+NOTIFY = "playground.tasks.notify_customers"
+FINISH = "playground.tasks.finish_notification"
+# Its id is no UUID: the task raises a ValidationError looking the notification up.
+MALFORMED_ID = "not-a-uuid"
+
+PLAIN_LINE = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} [A-Z]+ [\w.]+: ")
+# `[2026-01-05 10:00:00,000: INFO/ForkPoolWorker-4]`: Celery's own format.
+CELERY_LINE = re.compile(r"\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}: [A-Z]+/[\w-]+\]")
+
+
+def call(project_env, task, *args):
+    """Send a task as an operator would (`celery call`); its id."""
+    argv = [*procfile_command("worker")[:3], "call", task, f"--args={json.dumps(args)}"]
+    done = subprocess.run(argv, cwd=BASE_DIR, env=project_env, check=True, capture_output=True)
+    return done.stdout.decode().strip()
+
+
+def lines(process):
+    """The process's complete, non-empty log lines."""
+    log = process.log()
+    return [line for line in log[: log.rfind("\n") + 1].splitlines() if line.strip()]
+
+
+def as_json(line):
+    try:
+        record = json.loads(line)
+    except ValueError:
+        record = None
+    assert isinstance(record, dict), f"not one JSON object: {line!r}"
+    return record
+
+
+def records(process):
+    """Each line of the process's log as the JSON object it must be."""
+    return [as_json(line) for line in lines(process)]
+
+
+@pytest.fixture
+def json_logs(project_env):
+    """The processes started after this log in JSON."""
+    project_env["LOG_FORMAT"] = "json"
+
+
+@pytest.fixture
+def plain_logs(project_env):
+    project_env["LOG_FORMAT"] = "plain"
+
+
+@pytest.fixture(params=["plain", "json"])
+def log_format(request, project_env):
+    project_env["LOG_FORMAT"] = request.param
+
+
+# In process: the configuration itself.
+
+
+def formatter(log_format):
+    """The formatter logging_config gives `log_format`, built as dictConfig builds it."""
+    spec = dict(logging_config(log_format, "INFO")["formatters"][log_format])
+    return spec.pop("()")(**spec)
+
+
+def failed_record():
+    try:
+        raise ValueError("the notification's id is malformed")
+    except ValueError:
+        return logging.makeLogRecord(
+            {"name": "playground.tasks", "levelname": "ERROR", "levelno": logging.ERROR,
+             "msg": "Task failed", "exc_info": sys.exc_info()}
+        )  # fmt: skip
+
+
+def test_a_json_line_holds_its_traceback():
+    line = formatter("json").format(failed_record())
+
+    record = as_json(line)
+    assert "\n" not in line
+    assert (record["level"], record["logger"], record["message"]) == (
+        "ERROR",
+        "playground.tasks",
+        "Task failed",
+    )
+    assert record["exc_info"].startswith("Traceback (most recent call last):\n")
+    assert "ValueError: the notification's id is malformed" in record["exc_info"]
+
+
+def test_a_plain_task_line_names_the_task_as_celery_did():
+    record = logging.makeLogRecord(
+        {"name": "playground.tasks", "levelname": "INFO", "msg": "Hello",
+         "task_name": NOTIFY, "task_id": "1234"}
+    )  # fmt: skip
+
+    line = formatter("plain").format(record)
+
+    assert PLAIN_LINE.match(line)
+    assert line.endswith(f"INFO playground.tasks: {NOTIFY}[1234]: Hello")
+
+
+def test_an_unknown_log_format_stops_the_process_naming_log_format():
+    with pytest.raises(SystemExit) as stopped:
+        logging_config("xml", "INFO")
+
+    assert str(stopped.value) == (
+        "storefront: the environment variable LOG_FORMAT is 'xml'; it must be plain or json."
+    )
+
+
+# With the real processes.
+
+
+def test_every_line_of_a_json_worker_is_an_object_and_a_task_line_names_its_task(
+    json_logs, project_env, database, start_worker
+):
+    worker = start_worker()
+
+    task_id = call(project_env, NOTIFY, "Hello")
+    worker.wait_for("Emails were successfully sent!")
+
+    task_lines = [record for record in records(worker) if record.get("task_id") == task_id]
+    assert {record["task_name"] for record in task_lines} == {NOTIFY}
+    assert "Hello" in [record["message"] for record in task_lines]
+
+
+def test_a_task_error_is_one_json_line_with_its_traceback(
+    json_logs, project_env, database, start_worker
+):
+    worker = start_worker()
+
+    task_id = call(project_env, FINISH, MALFORMED_ID)
+    worker.wait_for("raised unexpected")
+
+    errors = [record for record in records(worker) if record["level"] == "ERROR"]
+    assert [(record["task_name"], record["task_id"]) for record in errors] == [(FINISH, task_id)]
+    assert errors[0]["exc_info"].startswith("Traceback (most recent call last):")
+    assert "ValidationError" in errors[0]["exc_info"]
+
+
+def test_the_plain_worker_log_has_one_format_and_celerys_task_lines(
+    plain_logs, project_env, database, start_worker
+):
+    worker = start_worker()
+
+    task_id = call(project_env, NOTIFY, "Hello")
+    worker.wait_for("Emails were successfully sent!")
+
+    log = lines(worker)
+    assert [line for line in log if CELERY_LINE.match(line)] == []
+    naming_the_task = [line for line in log if task_id in line]
+    assert len(naming_the_task) >= 4  # received, "Sending 0 emails...", "Hello", succeeded
+    assert all(PLAIN_LINE.match(line) for line in naming_the_task), naming_the_task
+    assert f" INFO playground.tasks: {NOTIFY}[{task_id}]: Hello" in "\n".join(log)
+
+
+def test_every_line_of_a_json_beat_is_an_object(json_logs, project_env, broker, start_beat):
+    project_env["NOTIFY_CUSTOMERS_EVERY"] = "0.5"
+
+    beat = start_beat()
+    demo = (NOTIFY, ["Hello World"])
+    wait_until(lambda: queued_tasks(broker).count(demo) >= 2, what="2 demo messages queued")
+
+    messages = [record["message"] for record in records(beat)]
+    assert "beat: Starting..." in messages
+    assert f"Scheduler: Sending due task notify_customers ({NOTIFY})" in messages
+
+
+def test_every_line_of_a_json_flower_is_an_object(json_logs, flower):
+    messages = [record["message"] for record in records(flower)]
+
+    assert any(message.startswith("Visit me at http://") for message in messages)
+
+
+def test_the_web_logs_its_requests_in_json(json_logs, prod_web):
+    requests.get(prod_web.url("/healthz"), timeout=5)
+    requests.get(prod_web.url("/playground/hello/"), headers={"Host": "evil.example"}, timeout=5)
+    wait_until(lambda: prod_web.log().count("GET /") >= 2, what="two requests in the web's log")
+
+    served = [line for line in lines(prod_web) if "GET /" in line or "evil.example" in line]
+    loggers = sorted(as_json(line)["logger"] for line in served)
+    assert loggers == ["django.security.DisallowedHost", "gunicorn.access", "gunicorn.access"]
+
+
+def test_a_bad_host_is_one_warning_line_without_a_traceback(log_format, prod_web):
+    response = requests.get(
+        prod_web.url("/playground/hello/"), headers={"Host": "evil.example"}, timeout=5
+    )
+    wait_until(lambda: "GET /playground/hello/" in prod_web.log(), what="the request's access line")
+
+    assert response.status_code == 400
+    about_it = [line for line in lines(prod_web) if "evil.example" in line]
+    assert len(about_it) == 1, about_it
+    assert "WARNING" in about_it[0]
+    assert "Traceback" not in prod_web.log()
+
+
+# Sentry.
+
+
+SENTRY_CLIENT_ACTIVE = "import sentry_sdk; print(sentry_sdk.get_client().is_active())"
+
+
+class SentryStandIn(ThreadingHTTPServer):
+    """Takes what a Sentry SDK sends, as Sentry's envelope endpoint would."""
+
+    def __init__(self):
+        self.envelopes: list[bytes] = []
+        super().__init__(("127.0.0.1", free_port()), EnvelopeHandler)
+
+    def dsn(self):
+        return f"http://public@127.0.0.1:{self.server_port}/1"
+
+    def received(self, text):
+        return any(text.encode() in envelope for envelope in self.envelopes)
+
+
+class EnvelopeHandler(BaseHTTPRequestHandler):
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        if self.headers.get("Content-Encoding") == "gzip":
+            body = gzip.decompress(body)
+        self.server.envelopes.append(body)
+        self.send_response(200)
+        self.end_headers()
+        self.wfile.write(b"{}")
+
+    def log_message(self, *args):
+        pass  # the SDK's requests are the test's business, not its output
+
+
+@pytest.fixture
+def sentry(project_env):
+    server = SentryStandIn()
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    project_env.pop("SENTRY_DSN", None)  # a developer's own never gets the tests' errors
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def test_an_error_in_a_task_reaches_sentry(sentry, project_env, database, start_worker):
+    project_env["SENTRY_DSN"] = sentry.dsn()
+    start_worker()
+
+    call(project_env, FINISH, MALFORMED_ID)
+
+    wait_until(lambda: sentry.received("ValidationError"), what="the error's envelope at Sentry")
+
+
+def test_without_sentry_dsn_there_is_no_sentry_client_to_send_anything(project_env):
+    project_env.pop("SENTRY_DSN", None)
+
+    shell = manage(project_env, "shell", "--verbosity=0", "-c", SENTRY_CLIENT_ACTIVE)
+
+    assert shell.stdout.strip() == "False"
