@@ -76,3 +76,25 @@ class Delivery(models.Model):
 
     def __str__(self):
         return f"{self.notification_id} -> {self.customer_id}: {self.status}"
+
+
+class PoisonMessage(models.Model):
+    """A task message the workers gave up on: it was delivered CELERY_TASK_MAX_DELIVERIES
+    times and never finished, each run lost with its worker process (killed: out of
+    memory, a crash), so it is kept here instead of being delivered forever
+    (playground/poison.py). Replaying it sends it again under its own task id."""
+
+    task_id = models.CharField(max_length=255, unique=True)
+    task = models.CharField(max_length=200)
+    args = models.JSONField(default=list)
+    kwargs = models.JSONField(default=dict)
+    deliveries = models.PositiveIntegerField(help_text="Runs that never finished.")
+    last_error = models.TextField(blank=True, help_text="How the last run ended, if known.")
+    worker = models.CharField(max_length=255, blank=True, help_text="The worker that gave up.")
+    given_up_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-given_up_at"]
+
+    def __str__(self):
+        return f"{self.task}[{self.task_id}]"

@@ -186,6 +186,13 @@ CELERY_BEAT_SCHEDULER = "storefront.beat:SingleBeatScheduler"
 # Every task is written to be safe to run again.
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
+# But not forever: a message whose task kills its pool process on every delivery would
+# come back forever. Its next delivery past this many is given up: recorded for the
+# admin to replay, failed, gone from Redis (playground/poison.py).
+CELERY_TASK_MAX_DELIVERIES = int(env("CELERY_TASK_MAX_DELIVERIES", 5))
+# The deliveries are counted where the worker hands a message to a pool process, for
+# every task: the request class is the one place, and annotations set it from here.
+CELERY_TASK_ANNOTATIONS = {"*": {"Request": "playground.poison:DeliveryCountingRequest"}}
 # The jobs wait on SMTP more than they compute, so two pool processes per core keep
 # the cores busy (README, *Measured*: the job with 1, 2 and 4 processes).
 # `celery worker --concurrency=N` still overrides it.

@@ -10,9 +10,7 @@ WEAK = ["admin:admin", "ops:s3cret", "ops:password1234", "ops"]
 
 
 @pytest.mark.parametrize("credentials", WEAK)
-def test_production_flower_refuses_weak_credentials_in_one_sentence(
-    prod_env, start, credentials
-):
+def test_production_flower_refuses_weak_credentials_in_one_sentence(prod_env, start, credentials):
     prod_env["FLOWER_BASIC_AUTH"] = credentials
 
     flower = start("flower", procfile_command("flower"))
