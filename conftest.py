@@ -105,7 +105,8 @@ def wait_until_done(database, count=1, timeout=60):
 
 def worker_answers(project_env, hostname):
     """Whether a worker with this hostname answers a ping through the processes' broker."""
-    app = Celery(broker=project_env["CELERY_BROKER_URL"])
+    # Not the current app: this process keeps sending through storefront's.
+    app = Celery(broker=project_env["CELERY_BROKER_URL"], set_as_current=False)
     try:
         return bool(app.control.ping([hostname], timeout=0.5))
     except (OSError, redis.RedisError, OperationalError):  # a broker just restarted: not yet
