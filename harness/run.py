@@ -1,15 +1,42 @@
-"""Start the whole system in one terminal: the Procfile's processes under honcho,
-with a project-local Redis when none answers at the broker URL.
+"""Start the whole system in one terminal: the Procfile's processes, their output
+interleaved and labelled by honcho, with a project-local Redis when none answers at the
+broker URL.
+
+One Ctrl-C stops them all cleanly. Each process gets SIGINT, as each of the course's
+commands gets it from a Ctrl-C in its own terminal: the worker takes no more messages and
+waits for its running tasks (warm shutdown; Celery's pool processes ignore SIGINT and
+finish them), the others exit at once. A second Ctrl-C is passed on too (the worker's
+cold shutdown: running tasks get CELERY_WORKER_SOFT_SHUTDOWN_TIMEOUT, then go back to the
+queue); a third kills whatever is left. (`honcho start` sent SIGTERM to every process
+group, the worker's pool processes included, which cut their tasks off with a
+WorkerLostError traceback each, and SIGKILL five seconds later.)
+
+When a process stops by itself, the others are stopped the same way, and the exit status
+is that process's (128 + N for a signal N, as a shell reports it). A stop asked for
+(Ctrl-C, SIGTERM, SIGHUP) that went through exits with 0: the processes did what was
+asked, and `make run` prints no "Error 130" under the last lines of the log.
+
+The processes get this environment as it is: unlike `honcho start`, no `.env` is read,
+since `.env` is the compose stack's (README, *Production*: the real mail server among
+others). PROCFILE names another Procfile, as for honcho (the tests move its ports).
 
 Run it as `make run` (`python -m harness.run`), which installs everything first."""
 
 import os
+import queue
+import signal
 import sys
+import threading
+from contextlib import suppress
+from datetime import datetime
 from pathlib import Path
-from subprocess import Popen
+from types import FrameType
 from urllib.parse import urlparse
 
 from django.conf import settings
+
+# honcho ships no type hints.
+from honcho import colour, environ, printer, process  # type: ignore[import-untyped]
 
 from harness.localredis import LocalRedis, RedisUnavailable
 from harness.processes import BASE_DIR
@@ -20,6 +47,12 @@ HOW_TO_GET_REDIS = (
     "install it with your package manager (apt install redis-server, brew install redis) "
     "or run it with Docker as the course does: docker run -d -p 6379:6379 redis"
 )
+# What each Ctrl-C passes on to every process still running: the first two as a
+# terminal would, the third for good.
+CTRL_C_SIGNALS = (signal.SIGINT, signal.SIGINT, signal.SIGKILL)
+# Stopping the run as Ctrl-C does: a `kill`, or the terminal closing.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+NAME = "run"
 
 
 def local_redis_for(broker_url):
@@ -37,21 +70,87 @@ def local_redis_for(broker_url):
     return redis
 
 
+class Supervisor:
+    """The Procfile's processes, each in a session of its own (honcho's Process), so that
+    a Ctrl-C reaches them only as passed on here."""
+
+    def __init__(self, procfile: Path, env: dict[str, str]) -> None:
+        commands = environ.parse_procfile(procfile.read_text()).processes
+        colours = colour.get_colours()
+        self.processes = {
+            name: process.Process(command, name=name, colour=next(colours), env=env, cwd=BASE_DIR)
+            for name, command in commands.items()
+        }
+        self.printer = printer.Printer(sys.stdout, width=max(map(len, [*commands, NAME])))
+        self.events: queue.Queue[printer.Message] = queue.Queue()
+        self.pids: dict[str, int] = {}
+        self.returncodes: dict[str, int] = {}
+        self.returncode: int | None = None
+        # Counted by the signal handler, acted on by the loop: a handler that printed
+        # could interrupt a print of the loop's and fail.
+        self.ctrl_c = self.passed_on = 0
+
+    def run(self) -> int:
+        for signum in STOP_SIGNALS:
+            signal.signal(signum, self.on_stop_signal)
+        for each in self.processes.values():
+            threading.Thread(target=each.run, args=(self.events,), daemon=True).start()
+        while len(self.returncodes) < len(self.processes):
+            self.pass_on_ctrl_c()
+            with suppress(queue.Empty):
+                self.on(self.events.get(timeout=0.1))
+        return self.returncode or 0
+
+    def on_stop_signal(self, _signum: int, _frame: FrameType | None) -> None:
+        if self.returncode is None:
+            self.returncode = 0
+        self.ctrl_c += 1
+
+    def pass_on_ctrl_c(self) -> None:
+        while self.passed_on < self.ctrl_c:
+            signum = CTRL_C_SIGNALS[min(self.passed_on, len(CTRL_C_SIGNALS) - 1)]
+            self.passed_on += 1
+            self.say(f"stopping: {signum.name} to every process")
+            for name in self.pids:
+                self.send(name, signum)
+
+    def on(self, message: printer.Message) -> None:
+        if message.type == "line":
+            self.printer.write(message)
+        elif message.type == "start":
+            self.pids[message.name] = message.data["pid"]
+            self.say(f"{message.name} started (pid={message.data['pid']})")
+            if self.passed_on:  # started after the Ctrl-C: it stops too
+                self.send(message.name, CTRL_C_SIGNALS[self.passed_on - 1])
+        elif message.type == "stop":
+            self.returncodes[message.name] = message.data["returncode"]
+            self.say(f"{message.name} stopped (rc={message.data['returncode']})")
+            if self.returncode is None:
+                returncode = message.data["returncode"]
+                self.returncode = 128 - returncode if returncode < 0 else returncode
+                self.ctrl_c += 1  # the others stop as at Ctrl-C
+
+    def send(self, name: str, signum: signal.Signals) -> None:
+        if name in self.returncodes:
+            return
+        # Its whole process group, as a terminal signals the job in front: the command
+        # and the shell around it. It may have exited since.
+        with suppress(ProcessLookupError):
+            os.killpg(self.pids[name], signum)
+
+    def say(self, line: str) -> None:
+        self.printer.write(printer.Message("line", line, datetime.now(), NAME, None))
+
+
 def main():
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "storefront.settings.dev")
     (BASE_DIR / ".run").mkdir(exist_ok=True)  # the local Redis's data and the dev mailbox
     redis = local_redis_for(settings.CELERY_BROKER_URL)
     venv_bin = str(Path(sys.executable).parent)
     env = {**os.environ, "PATH": venv_bin + os.pathsep + os.environ.get("PATH", "")}
-    honcho = Popen(
-        [sys.executable, "-m", "honcho", "start", "-f", "Procfile"], cwd=BASE_DIR, env=env
-    )
+    procfile = BASE_DIR / os.environ.get("PROCFILE", "Procfile")
     try:
-        while True:
-            try:
-                return honcho.wait()
-            except KeyboardInterrupt:
-                continue  # honcho got the same Ctrl-C and is stopping its processes
+        return Supervisor(procfile, env).run()
     finally:
         if redis:
             redis.stop()

@@ -8,6 +8,7 @@ from pathlib import Path
 import dj_database_url
 from celery.schedules import crontab
 from csp.constants import NONE, SELF
+from kombu import transport as kombu_transport
 
 from storefront.logs import logging_config, report_errors_to_sentry
 
@@ -160,6 +161,14 @@ report_errors_to_sentry(SENTRY_DSN)
 
 # The course's broker (development: Redis DB 1 on this machine).
 CELERY_BROKER_URL = env("CELERY_BROKER_URL")
+# Bytes in a queue that are no message (not JSON, another shape, no headers...) never stop
+# a worker: it sets them aside in Redis (celery.malformed) and logs one line
+# (storefront/transport.py). Named for the URL's schemes, so that the URL still decides:
+# memory:// (the tests) and amqp:// (RabbitMQ) keep their own transports. Here, before
+# any connection: kombu keeps the class it first finds for a name.
+kombu_transport.TRANSPORT_ALIASES.update(
+    redis="storefront.transport:Transport", rediss="storefront.transport:Transport"
+)
 # Results (and the STARTED state) in the same Redis, so Flower and AsyncResult can report them.
 CELERY_RESULT_BACKEND = env("CELERY_RESULT_BACKEND", CELERY_BROKER_URL)
 # JSON only: a pickled message could run code on the worker.
