@@ -56,11 +56,18 @@ class Notification(models.Model):
 
 class Delivery(models.Model):
     """What one customer was sent of one notification: the record that makes a
-    retried or redelivered batch skip whoever already has it."""
+    retried or redelivered batch skip whoever already has it.
+
+    Written as "sending" (the intent) before the message is handed to the SMTP server,
+    and turned into the outcome once the server has answered: a row still "sending"
+    when its notification is finished belongs to a worker killed in between, and
+    becomes "unknown" (playground/services.py says why it is never sent again)."""
 
     class Status(models.TextChoices):
+        SENDING = "sending"
         SENT = "sent"
         FAILED = "failed"
+        UNKNOWN = "unknown", "Unknown (killed mid-send: not sent again)"
 
     notification = models.ForeignKey(Notification, models.CASCADE, related_name="deliveries")
     customer = models.ForeignKey(settings.AUTH_USER_MODEL, models.CASCADE)

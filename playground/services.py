@@ -7,9 +7,10 @@ message into a call here, and back."""
 
 import smtplib
 import uuid
-from collections.abc import Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Iterator
+from contextlib import contextmanager
 from datetime import timedelta
-from typing import TypedDict
+from typing import TYPE_CHECKING, TypedDict
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import User
@@ -23,6 +24,9 @@ from django.utils import timezone
 from . import outbox
 from .models import Delivery, Notification
 
+if TYPE_CHECKING:  # smtplib's type for a message: bytes-like or str
+    from typing_extensions import Buffer
+
 
 class Progress(TypedDict):
     id: str
@@ -31,6 +35,7 @@ class Progress(TypedDict):
     total: int
     sent: int
     failed: int
+    unknown: int
     done: bool
     reason: str
 
@@ -109,15 +114,38 @@ def send_batch(
     notification: Notification, customer_ids: Iterable[int], connection: BaseEmailBackend
 ) -> None:
     """Email the notification over `connection` to those of these customers not
-    reached yet, recording each delivery as soon as the server has taken the message.
-    A customer refused for good (5xx) is recorded as failed; any other SMTP failure
-    is raised, for the caller to retry the customers still unreached."""
+    reached yet, recording each delivery's intent before the message is handed over
+    and its outcome once the server has answered. A customer refused for good (5xx) is
+    recorded as failed; any other SMTP failure is raised, for the caller to retry the
+    customers still unreached."""
     for customer in unreached(notification, customer_ids):
         deliver(notification, customer, connection)
 
 
+# Exactly once, in numbers: SMTP cannot promise it (RFC 1047), since a client killed
+# between the server taking a message and the client recording it cannot tell
+# afterwards whether the server took it. So each delivery records its intent
+# ("sending", committed) right before the message is handed over, and its outcome
+# ("sent", "failed") once the server has answered: one INSERT and one UPDATE per email,
+# no SELECT. A rerun of the batch skips every customer with a row, so a row left
+# "sending" by a kill is never sent again, and finish() reports it as "unknown".
+#
+# Why report rather than resend (with the same Message-ID): the copy of a resent
+# message would reach every customer whose first one did arrive (a kill after the
+# server's "250"), and only some mail clients drop a repeated Message-ID; a missing
+# email can still be sent by an operator who sees the count, a second one cannot be
+# taken back. The unknowns are few: at most one per killed process, the one customer
+# it was handing a message to.
+#
+# The intent is written after the server has accepted the recipients, just before
+# DATA, not before MAIL FROM: nothing is delivered before DATA, so a worker killed
+# while the server makes it wait (greylisting, a slow RCPT) leaves no row and the
+# customer is sent the message on the rerun, as before.
+
+
 def deliver(notification: Notification, customer: User, connection: BaseEmailBackend) -> None:
-    """Email the notification to one customer and record it: sent, or failed for good."""
+    """Email the notification to one customer, recording the intent before the
+    handover and the outcome after it: sent, or failed for good."""
     email = EmailMessage(
         subject=notification.message,
         body=notification.message,
@@ -126,15 +154,72 @@ def deliver(notification: Notification, customer: User, connection: BaseEmailBac
         headers={"Message-ID": f"<{notification.id}.{customer.pk}@storefront>"},
         connection=connection,
     )
+    intent = Delivery(notification=notification, customer=customer, status=Delivery.Status.SENDING)
     try:
-        email.send()
-    except smtplib.SMTPRecipientsRefused as refused:
-        code, reason = next(iter(refused.recipients.values()))
+        with intent_before_handover(connection, intent.save):
+            email.send()
+    except IntegrityError:
+        return  # another run of this batch has this customer: theirs is the one email
+    except (smtplib.SMTPRecipientsRefused, smtplib.SMTPDataError) as refused:
+        # The server answered with a refusal: it did not take the message.
+        if isinstance(refused, smtplib.SMTPDataError):
+            code, reason = refused.smtp_code, refused.smtp_error
+        else:
+            code, reason = next(iter(refused.recipients.values()))
         if code < 500:
+            if intent.pk is not None:
+                intent.delete()  # not sent, for sure: the batch's retry sends it
             raise  # temporary: the batch retries
-        record(notification, [customer], Delivery.Status.FAILED, f"{code} {reason!r}")
+        conclude(notification, customer, intent, Delivery.Status.FAILED, f"{code} {reason!r}")
         return
-    record(notification, [customer], Delivery.Status.SENT)
+    # Any other failure after the intent (a connection lost, a silent server) leaves it
+    # "sending": whether the server took the message is unknown.
+    conclude(notification, customer, intent, Delivery.Status.SENT)
+
+
+@contextmanager
+def intent_before_handover(
+    connection: BaseEmailBackend, record_intent: Callable[[], None]
+) -> Iterator[None]:
+    """Within it, sending over `connection` records the intent just before the message
+    is handed over: before SMTP's DATA, once the server has accepted the recipients. A
+    connection that is not SMTP (memory, console) hands it over as send() starts."""
+    connection.open()  # an SMTP backend opens its smtplib client here, if not yet open
+    client = getattr(connection, "connection", None)
+    if not isinstance(client, smtplib.SMTP):
+        record_intent()
+        yield
+        return
+    data = client.data
+
+    def data_after_intent(msg: "Buffer | str") -> tuple[int, bytes]:
+        try:
+            record_intent()
+        except BaseException:
+            client.rset()  # nothing was handed over: the connection serves the next one
+            raise
+        return data(msg)
+
+    client.data = data_after_intent  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        del client.data
+
+
+def conclude(
+    notification: Notification,
+    customer: User,
+    intent: Delivery,
+    status: Delivery.Status,
+    error: str = "",
+) -> None:
+    """Record the outcome of a delivery: one UPDATE of its intent, or one INSERT when
+    it ended before one was written (a recipient refused)."""
+    if intent.pk is None:
+        record(notification, [customer], status, error)
+    else:
+        Delivery.objects.filter(pk=intent.pk).update(status=status, error=error)
 
 
 def give_up(notification: Notification, customer_ids: Iterable[int], error: str) -> int:
@@ -151,7 +236,7 @@ def record(
     error: str = "",
 ) -> None:
     """One INSERT that keeps the first record of each customer, rather than a SELECT
-    and an INSERT per email (README, *Measured*: the job)."""
+    and an INSERT per customer (README, *Measured*: the job)."""
     Delivery.objects.bulk_create(
         [
             Delivery(notification=notification, customer=c, status=status, error=error)
@@ -161,12 +246,24 @@ def record(
     )
 
 
+def settle_unknowns(notification_id: uuid.UUID | str) -> int:
+    """Turn the deliveries of a finished notification still "sending" into "unknown":
+    their worker was killed between the intent and the outcome, and no batch of it
+    will run again. How many."""
+    return Delivery.objects.filter(
+        notification_id=notification_id, status=Delivery.Status.SENDING
+    ).update(status=Delivery.Status.UNKNOWN)
+
+
 def finish(notification_id: uuid.UUID | str) -> Progress | None:
     """Mark the notification done and return its final progress; None if it was done
     already (or is unknown), so that finishing twice changes nothing."""
     unfinished = Notification.objects.filter(id=notification_id).exclude(
         status=Notification.Status.DONE
     )
+    # Before it is marked done, so that finishing again after a crash in between still
+    # settles them.
+    settle_unknowns(notification_id)
     if not unfinished.update(status=Notification.Status.DONE, finished_at=timezone.now()):
         return None
     return progress(Notification.objects.get(id=notification_id))
@@ -199,6 +296,7 @@ def reap(stale_after: float, in_flight: Collection[str]) -> list[Notification]:
             status=Notification.Status.DONE, finished_at=now, reason=reason
         )
         if finished:
+            settle_unknowns(notification.id)
             notification.reason = reason
             reaped.append(notification)
     return reaped
@@ -225,6 +323,8 @@ def progress(notification: Notification) -> Progress:
         "total": notification.total,
         "sent": counts.get(Delivery.Status.SENT, 0),
         "failed": counts.get(Delivery.Status.FAILED, 0),
+        # Killed between the intent and the outcome: got one email or none, never two.
+        "unknown": counts.get(Delivery.Status.UNKNOWN, 0),
         "done": notification.status == Notification.Status.DONE,
         "reason": notification.reason,
     }

@@ -106,6 +106,7 @@ def test_the_status_endpoint_counts_up_to_the_total_and_says_done(
         "total": 200,
         "sent": 200,
         "failed": 0,
+        "unknown": 0,
         "done": True,
         "reason": "",
     }

@@ -9,6 +9,7 @@ from unittest import mock
 import pytest
 from django.core import mail
 from django.core.mail.backends.locmem import EmailBackend
+from django.core.mail.backends.smtp import EmailBackend as SMTPBackend
 from django.utils import timezone
 from kombu.exceptions import OperationalError
 
@@ -171,6 +172,7 @@ def test_giving_up_fails_only_the_customers_not_reached(customers):
         "total": 0,
         "sent": 3,
         "failed": 2,
+        "unknown": 0,
         "done": False,
         "reason": "",
     }
@@ -238,3 +240,165 @@ def test_purging_deletes_what_finished_long_ago_and_keeps_the_rest(customers):
     assert services.purge(older_than_days=30) == 1
     assert list(Notification.objects.all()) == [recent]
     assert not Delivery.objects.exists()
+
+
+# --- Exactly once, in numbers: the intent before the handover, the outcome after ---
+
+
+class ScriptedSMTP(smtplib.SMTP):
+    """smtplib's client, with the server's answers played in memory; it notes what the
+    database held as each message was handed over (SMTP's DATA)."""
+
+    def __init__(self, rcpt=(250, b"OK"), data=(250, b"OK"), lost_in_data=False):
+        super().__init__()  # no host: no connection
+        self.rcpt_answer, self.data_answer, self.lost_in_data = rcpt, data, lost_in_data
+        self.at_handover = []  # the delivery statuses as each DATA began
+        self.resets = 0
+
+    def ehlo_or_helo_if_needed(self):
+        pass
+
+    def mail(self, sender, options=()):
+        return 250, b"OK"
+
+    def rcpt(self, recipient, options=()):
+        return self.rcpt_answer
+
+    def data(self, msg):
+        self.at_handover.append(sorted(Delivery.objects.values_list("status", flat=True)))
+        if self.lost_in_data:  # killed, or the network gone, before the server's answer
+            raise smtplib.SMTPServerDisconnected("Connection unexpectedly closed")
+        return self.data_answer
+
+    def rset(self):
+        self.resets += 1
+        return 250, b"OK"
+
+
+def smtp_connection(server):
+    """Django's SMTP backend, as the tasks use it, talking to a scripted server."""
+    backend = SMTPBackend()
+    backend.connection = server
+    return backend
+
+
+def statuses():
+    return sorted(Delivery.objects.values_list("status", flat=True))
+
+
+def test_the_intent_is_recorded_as_the_message_is_handed_over_and_the_outcome_after(customers):
+    notification = services.claim(FIRST, "Hi")
+    server = ScriptedSMTP()
+
+    services.deliver(notification, customers[0], smtp_connection(server))
+
+    assert server.at_handover == [["sending"]]
+    assert statuses() == ["sent"]
+
+
+def test_a_connection_that_is_not_smtp_records_the_intent_as_sending_starts(customers):
+    notification = services.claim(FIRST, "Hi")
+    seen = []
+
+    class Watching(RefusingConnection):
+        def send_messages(self, messages):
+            seen.append(statuses())
+            return super().send_messages(messages)
+
+    services.deliver(notification, customers[0], Watching())
+
+    assert seen == [["sending"]]
+    assert statuses() == ["sent"]
+
+
+@pytest.mark.parametrize(
+    ("answer", "outcome"), [((550, b"No such mailbox"), ["failed"]), ((451, b"Later"), [])]
+)
+def test_a_recipient_refused_before_the_handover_never_has_an_intent(customers, answer, outcome):
+    notification = services.claim(FIRST, "Hi")
+    server = ScriptedSMTP(rcpt=answer)
+
+    if answer[0] < 500:
+        with pytest.raises(smtplib.SMTPRecipientsRefused):  # the batch retries
+            services.deliver(notification, customers[0], smtp_connection(server))
+    else:
+        services.deliver(notification, customers[0], smtp_connection(server))
+
+    assert server.at_handover == []
+    assert statuses() == outcome
+
+
+@pytest.mark.parametrize(
+    ("answer", "outcome"), [((554, b"Rejected"), ["failed"]), ((452, b"Mailbox full"), [])]
+)
+def test_a_message_the_server_answers_with_a_refusal_is_known_not_sent(customers, answer, outcome):
+    notification = services.claim(FIRST, "Hi")
+    server = ScriptedSMTP(data=answer)
+
+    if answer[0] < 500:
+        with pytest.raises(smtplib.SMTPDataError):  # the batch retries: it is sent again
+            services.deliver(notification, customers[0], smtp_connection(server))
+    else:
+        services.deliver(notification, customers[0], smtp_connection(server))
+
+    assert server.at_handover == [["sending"]]
+    assert statuses() == outcome
+
+
+def test_a_message_whose_answer_never_came_is_not_sent_again_and_is_reported_unknown(customers):
+    notification = services.claim(FIRST, "Hi")
+    services.begin(notification, batch_size=5)
+    ids = [c.id for c in customers]
+
+    with pytest.raises(smtplib.SMTPServerDisconnected):  # the batch retries
+        services.send_batch(notification, ids, smtp_connection(ScriptedSMTP(lost_in_data=True)))
+    services.send_batch(notification, ids, RefusingConnection())  # the retry
+
+    assert sorted(m.to[0] for m in mail.outbox) == [f"c{n}@example.com" for n in (1, 2, 3, 4)]
+    running = services.progress(notification)
+    assert (running["sent"], running["unknown"]) == (4, 0)  # still in flight, as far as known
+    final = services.finish(FIRST)
+    assert (final["sent"], final["failed"], final["unknown"], final["total"]) == (4, 0, 1, 5)
+    assert Delivery.objects.get(status="unknown").customer == customers[0]
+
+
+def test_a_rerun_skips_a_customer_a_killed_worker_left_sending_and_finishing_reports_them(
+    customers,
+):
+    notification = services.claim(FIRST, "Hi")
+    services.begin(notification, batch_size=5)
+    # The intent, as a worker killed mid-send leaves it.
+    Delivery.objects.create(notification=notification, customer=customers[2], status="sending")
+
+    services.send_batch(notification, [c.id for c in customers], RefusingConnection())
+
+    assert "c2@example.com" not in {m.to[0] for m in mail.outbox}
+    assert len(mail.outbox) == 4
+    progress = services.finish(FIRST)
+    assert progress["sent"] + progress["failed"] + progress["unknown"] == progress["total"] == 5
+    assert progress["unknown"] == 1
+    assert services.finish(FIRST) is None  # finishing again changes nothing
+
+
+def test_a_reaped_notification_reports_its_unknowns_too(customers):
+    stuck = services.claim(FIRST, "Hi")
+    Delivery.objects.create(notification=stuck, customer=customers[0], status="sending")
+    quiet_for(stuck, 120)
+
+    assert services.reap(stale_after=60, in_flight=set()) == [stuck]
+    assert services.progress(stuck)["unknown"] == 1
+
+
+@pytest.mark.django_db(transaction=True)  # autocommit, as in a worker
+def test_a_customer_another_run_is_sending_to_is_left_to_it(customers):
+    notification = services.claim(FIRST, "Hi")
+    Delivery.objects.create(notification=notification, customer=customers[0], status="sending")
+    server = ScriptedSMTP()
+    connection = smtp_connection(server)
+
+    services.deliver(notification, customers[0], connection)
+    services.deliver(notification, customers[1], connection)  # the connection still serves
+
+    assert server.at_handover == [["sending", "sending"]]  # only customers[1]'s message
+    assert server.resets == 1  # the first transaction was abandoned before DATA
+    assert statuses() == ["sending", "sent"]

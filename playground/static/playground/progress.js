@@ -8,9 +8,12 @@ async function refresh() {
   section.querySelector(".sent").textContent = progress.sent;
   section.querySelector(".total").textContent = progress.total;
   section.querySelector(".failed").textContent = progress.failed;
+  section.querySelector(".unknown").textContent = progress.unknown;
+  // Only a worker killed mid-send leaves unknowns: most notifications never show it.
+  section.querySelector(".unknowns").hidden = !progress.unknown;
   const bar = section.querySelector("progress");
   bar.max = Math.max(progress.total, 1);
-  bar.value = progress.sent + progress.failed;
+  bar.value = progress.sent + progress.failed + progress.unknown;
   // A notification finished early says why instead of "every email is out".
   section.querySelector(".done").hidden = !progress.done || Boolean(progress.reason);
   const reason = section.querySelector(".reason");
