@@ -92,23 +92,30 @@ def publish(message: OutboxMessage) -> bool:
         with transaction.atomic():
             if not OutboxMessage.objects.filter(pk=message.pk).delete()[0]:
                 return True  # another relay took it
-            task = current_app.tasks.get(message.task)
-            current_app.send_task(
-                message.task,
-                message.args,
-                message.kwargs,
-                task_id=str(message.task_id),
-                retry_policy=PUBLISH_RETRY_POLICY,
-                # Else the result backend is asked to watch for the result: against a
-                # Redis that is away, that waits out the backend's own long retries.
-                ignore_result=task.ignore_result if task else False,
-                **message.options,
-            )
+            task_id = str(message.task_id)
+            send(message.task, message.args, message.kwargs, task_id, **message.options)
     except OperationalError as error:
         logger.warning("Broker unavailable (%s): kept %s in the outbox", error, message)
         return False
     logger.info("Published %s from the outbox", message)
     return True
+
+
+def send(task: str, args: list[Any], kwargs: dict[str, Any], task_id: str, **options: Any) -> None:
+    """Publish a message recorded in the database (kept, or given up and replayed) under
+    its own task id; kombu's OperationalError when the broker cannot take it."""
+    registered = current_app.tasks.get(task)
+    current_app.send_task(
+        task,
+        args,
+        kwargs,
+        task_id=task_id,
+        retry_policy=PUBLISH_RETRY_POLICY,
+        # Else the result backend is asked to watch for the result: against a Redis
+        # that is away, that waits out the backend's own long retries.
+        ignore_result=registered.ignore_result if registered else False,
+        **options,
+    )
 
 
 def relay() -> int:

@@ -24,7 +24,6 @@ from typing import Any
 from billiard import einfo
 from billiard.einfo import ExceptionInfo
 from billiard.exceptions import WorkerLostError
-from celery import current_app
 from celery.concurrency.base import BasePool
 from celery.exceptions import Reject, TaskRevokedError
 from celery.worker.request import Request
@@ -32,8 +31,8 @@ from django.conf import settings
 from django.core.cache import cache
 from django.db import DatabaseError, connection, transaction
 
+from . import outbox
 from .models import PoisonMessage
-from .outbox import PUBLISH_RETRY_POLICY
 
 logger = logging.getLogger(__name__)
 
@@ -211,12 +210,6 @@ def replay(message: PoisonMessage) -> bool:
     with transaction.atomic():
         if not PoisonMessage.objects.filter(pk=message.pk).delete()[0]:
             return False
-        current_app.send_task(
-            message.task,
-            message.args,
-            message.kwargs,
-            task_id=message.task_id,
-            retry_policy=PUBLISH_RETRY_POLICY,
-        )
+        outbox.send(message.task, message.args, message.kwargs, message.task_id)
     logger.info("Replayed poison message %s", message)
     return True
