@@ -12,7 +12,10 @@ export PIPENV_VERBOSITY := -1
 
 # command:package pairs, installed by harness/system-packages when the command is missing.
 RUN_PACKAGES := redis-server:redis-server
-TEST_PACKAGES := $(RUN_PACKAGES) chromium:chromium
+# The postgres-rabbitmq tests' throwaway servers (Debian keeps PostgreSQL's programs off PATH).
+TEST_PACKAGES := $(RUN_PACKAGES) chromium:chromium rabbitmq-server:rabbitmq-server \
+	'/usr/lib/postgresql/*/bin/initdb:postgresql'
+
 BENCH_PACKAGES := $(RUN_PACKAGES) wrk:wrk
 
 install: $(VENV)/.synced

@@ -8,32 +8,47 @@ the throwaway Redis, and then at it.
 Two lanes: a test that uses the throwaway Redis (and so any process started here) is
 marked `slow`; `pytest -m "not slow"` runs the others, in process, in seconds.
 Every wait here waits on the thing itself: a worker answering a ping, a port taking
-connections, a row, a queue's length."""
+connections, a row, a queue's length.
+
+Two stacks: every test that starts the project's processes runs them on SQLite + Redis
+(the embedded default, test ids `[sqlite-redis]`); a test marked `both_stacks` runs
+again on PostgreSQL + RabbitMQ (`[postgres-rabbitmq]`): a throwaway PostgreSQL cluster
+and RabbitMQ node started for the run, a database and a vhost of the test's own. Redis
+stays in both (results, cache, Beat's lock). Tests read the processes' database
+through Django (`database` is the name of a Django connection to it)."""
 
 import asyncio
 import base64
 import json
 import logging
+import os
 import socket
-import sqlite3
 import subprocess
 import sys
 import threading
-from contextlib import closing
+import uuid
 from email import message_from_bytes
 from pathlib import Path
+from unittest.mock import patch
 
+import dj_database_url
 import pytest
 import redis
 import requests
 import yaml
 from aiosmtpd.controller import Controller
+from amqp.exceptions import NotFound
 from celery import Celery
 from django.conf import settings
 from django.core.cache import caches
+from django.db import connections
+from django.db.models import Count
 from django.test import override_settings
-from kombu.exceptions import OperationalError
+from kombu import Connection, Queue
+from kombu.exceptions import ChannelError, OperationalError
 
+from harness.localpostgres import LocalPostgres, PostgresUnavailable
+from harness.localrabbitmq import LocalRabbitMQ, RabbitMQUnavailable
 from harness.localredis import LocalRedis, RedisUnavailable
 from harness.processes import (
     BASE_DIR,
@@ -46,6 +61,7 @@ from harness.processes import (
     redis_env,
 )
 from harness.waiting import wait_until
+from playground.models import Delivery, Notification
 from storefront.beat import SingleBeatScheduler
 from storefront.celery import celery as celery_app
 from storefront.settings.environment import BROKER_DB, CACHE_DB
@@ -74,6 +90,49 @@ def unacked_tasks(client):
     return [task_of(json.loads(raw)[0]) for raw in client.hvals("unacked")]
 
 
+class TaskQueue:
+    """A queue of the processes' broker ("celery", the task queue, unless named), read
+    through kombu, on Redis or RabbitMQ alike."""
+
+    def __init__(self, project_env, name="celery"):
+        self.project_env = project_env  # read at each call: a test may point it elsewhere
+        self.name = name
+
+    def _queue_do(self, action):
+        with Connection(self.project_env["CELERY_BROKER_URL"]) as connection:
+            return action(Queue(self.name).bind(connection.default_channel))
+
+    def waiting(self):
+        """How many messages wait to be taken by a worker."""
+
+        def count(queue):
+            try:
+                return queue.queue_declare(passive=True).message_count
+            except (ChannelError, NotFound):  # no such queue yet (Redis, RabbitMQ)
+                return 0
+
+        return self._queue_do(count)
+
+    def take(self):
+        """(task name, args) of each waiting message, oldest first, taking them out."""
+
+        def drain(queue):
+            taken = []
+            try:
+                while (message := queue.get(no_ack=True)) is not None:
+                    taken.append((message.headers["task"], message.decode()[0]))
+            except NotFound:  # RabbitMQ: nothing declared it yet
+                pass
+            return taken
+
+        return self._queue_do(drain)
+
+
+@pytest.fixture
+def task_queue(project_env):
+    return TaskQueue(project_env)
+
+
 def call(project_env, message):
     """Send notify_customers(message) as an operator would: `celery call`."""
     argv = [*procfile_command("worker")[:3], "call", "playground.tasks.notify_customers"]
@@ -83,7 +142,21 @@ def call(project_env, message):
 
 def deliveries(database):
     """How many deliveries the database holds, by status."""
-    return dict(database.execute("SELECT status, count(*) FROM playground_delivery GROUP BY 1"))
+    by_status = Delivery.objects.using(database).values_list("status").annotate(Count("id"))
+    return dict(by_status.order_by())
+
+
+SQLITE_REDIS, POSTGRES_RABBITMQ = STACKS = ("sqlite-redis", "postgres-rabbitmq")
+
+
+def pytest_generate_tests(metafunc):
+    chosen = any(
+        "stack" in (names if isinstance(names := m.args[0], list | tuple) else names.split(","))
+        for m in metafunc.definition.iter_markers("parametrize")
+    )
+    if "stack" in metafunc.fixturenames and not chosen:  # a test may name its own stacks
+        both = metafunc.definition.get_closest_marker("both_stacks")
+        metafunc.parametrize("stack", STACKS if both else STACKS[:1], indirect=True)
 
 
 def pytest_collection_modifyitems(items):
@@ -94,8 +167,7 @@ def pytest_collection_modifyitems(items):
 
 def done_notifications(database):
     """How many notifications the database holds as done."""
-    query = "SELECT count(*) FROM playground_notification WHERE status = 'done'"
-    return database.execute(query).fetchone()[0]
+    return Notification.objects.using(database).filter(status="done").count()
 
 
 def wait_until_done(database, count=1, timeout=60):
@@ -152,7 +224,7 @@ def redis_server(tmp_path_factory, nothing_shared):
     except RedisUnavailable as why:
         pytest.exit(f"The tests need a real Redis and {why}: install redis-server.", returncode=1)
     # This process enqueues and caches there too, never on the machine's shared Redis.
-    celery_app.conf.update(broker_url=server.url(BROKER_DB), result_backend=server.url(BROKER_DB))
+    celery_app.conf.update(broker_url=server.url(BROKER_DB), result_backend=server.url(CACHE_DB))
     cache = {**settings.CACHES["default"], "LOCATION": server.url(CACHE_DB)}
     with override_settings(CACHES={**settings.CACHES, "default": cache}):
         yield server
@@ -177,11 +249,62 @@ def own_redis(project_env, tmp_path):
     server.stop()
 
 
+def started(server, name):
+    """The throwaway server, started; a run that cannot have it stops, saying why."""
+    try:
+        return server.start()
+    except (PostgresUnavailable, RabbitMQUnavailable) as why:
+        pytest.exit(f"The postgres-rabbitmq tests need {name} and {why}.", returncode=1)
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    server = started(LocalPostgres(free_port()), "PostgreSQL")
+    yield server
+    server.remove()
+
+
+@pytest.fixture(scope="session")
+def migrated_template(postgres_server, redis_server, tmp_path_factory):
+    """A PostgreSQL database migrated once; each test's database is a copy of it."""
+    url = postgres_server.create_database("storefront_template")
+    env = project_env_for(redis_server, tmp_path_factory.mktemp("template") / "unused.sqlite3")
+    manage({**env, "DATABASE_URL": url}, "migrate", "--noinput")
+    return "storefront_template"
+
+
+@pytest.fixture(scope="session")
+def rabbitmq_server():
+    server = started(LocalRabbitMQ(free_port()), "RabbitMQ")
+    yield server
+    server.remove()
+
+
 @pytest.fixture
-def project_env(broker, redis_server, tmp_path):
+def stack(request):
+    """The stack the project's processes run on: SQLITE_REDIS or POSTGRES_RABBITMQ."""
+    return request.param
+
+
+@pytest.fixture
+def project_env(stack, broker, redis_server, tmp_path, request):
     """The environment of the project's processes, on the throwaway Redis (emptied) and
-    an SQLite file of the test's own; a test may change it before starting them."""
-    return project_env_for(redis_server, tmp_path / "db.sqlite3")
+    a database of the test's own (an SQLite file, or a PostgreSQL database) and, on
+    postgres-rabbitmq, a RabbitMQ vhost of its own; a test may change it before
+    starting them."""
+    env = project_env_for(redis_server, tmp_path / "db.sqlite3")
+    if stack == POSTGRES_RABBITMQ:
+        name = f"test_{uuid.uuid4().hex[:12]}"
+        postgres = request.getfixturevalue("postgres_server")
+        rabbitmq = request.getfixturevalue("rabbitmq_server")
+        template = request.getfixturevalue("migrated_template")
+        env["DATABASE_URL"] = postgres.create_database(name, template=template)
+        env["CELERY_BROKER_URL"] = rabbitmq.create_vhost(name)
+        yield env
+        postgres.drop_database(name)
+        rabbitmq.delete_vhost(name)
+    else:
+        yield env
 
 
 @pytest.fixture
@@ -217,13 +340,26 @@ def start_worker(start, project_env):
 
 
 @pytest.fixture
-def database(project_env):
-    """The processes' database (an SQLite file of the test's own), migrated; an open
-    connection to read it."""
-    manage(project_env, "migrate", "--noinput")
-    path = project_env["DATABASE_URL"].removeprefix("sqlite:///")
-    with closing(sqlite3.connect(path)) as connection:
-        yield connection
+def database(project_env, stack, django_db_blocker):
+    """The processes' database, migrated; the name of this process's Django connection
+    to it (`Model.objects.using(database)`)."""
+    if stack == SQLITE_REDIS:  # postgres-rabbitmq's is a copy of a migrated one
+        manage(project_env, "migrate", "--noinput")
+    alias = "processes"
+    url = project_env["DATABASE_URL"]
+    # configure_settings fills in Django's defaults (it wants a "default" beside it).
+    parsed = dj_database_url.parse(url)
+    connections.settings[alias] = connections.configure_settings(
+        {"default": parsed, alias: parsed}
+    )[alias]
+    with django_db_blocker.unblock():
+        yield alias
+        # Playwright's sync API runs an event loop in this thread, which Django takes
+        # for async code; closing this test's own connection is safe all the same.
+        with patch.dict(os.environ, DJANGO_ALLOW_ASYNC_UNSAFE="true"):
+            connections[alias].close()
+    del connections[alias]
+    del connections.settings[alias]
 
 
 @pytest.fixture
@@ -291,6 +427,15 @@ def smtp_server(project_env):
 
 
 @pytest.fixture
+def thirty_customers(project_env, seed_customers, smtp_server):
+    """30 customers in batches of 10, and an SMTP server that will hold the 5th email."""
+    project_env["NOTIFY_BATCH_SIZE"] = "10"
+    seed_customers(30)
+    smtp_server.hold_at = 4
+    return smtp_server
+
+
+@pytest.fixture
 def start_web(start, project_env, database):
     """Start the web server on a free port, its database migrated."""
 
@@ -328,10 +473,10 @@ def prod_web(start, prod_env):
 
 @pytest.fixture
 def start_beat(start, project_env, tmp_path):
-    """Start Beat; it is ready once it holds its lock in the broker's Redis."""
+    """Start Beat; it is ready once it holds its lock in the cache's Redis."""
 
     def holds_lock():
-        with redis.Redis.from_url(project_env["CELERY_BROKER_URL"]) as client:
+        with redis.Redis.from_url(project_env["REDIS_CACHE_URL"]) as client:
             return client.exists(SingleBeatScheduler.lock_name)
 
     def start_beat():

@@ -4,8 +4,11 @@ the Compose specification defines, for tests where no Docker engine runs.
 Compose fills in `${...}` from the shell's environment, then from the project's .env
 file; a container's environment is its env_file entries overridden by its
 `environment:` entries; a service with profiles runs only when one of them is asked
-for (`--profile`, or COMPOSE_PROFILES). Values compose would refuse raise ComposeError
-with the sentence it names the problem in."""
+for (`--profile`, or COMPOSE_PROFILES), and a dependency on one left out is an error
+unless marked `required: false`, which drops it. Compose interpolates the whole file
+before it looks at profiles: a `${VAR:?...}` stops it even in a service left out.
+Values compose would refuse raise ComposeError with the sentence it names the problem
+in."""
 
 import re
 from collections.abc import Iterable, Iterator, Mapping
@@ -175,15 +178,45 @@ def resolve(
     if profiles is None:
         profiles = variables.get("COMPOSE_PROFILES", "").split(",")
     active = {profile.strip() for profile in profiles} - {""}
-    services: dict[str, dict[str, Any]] = {}
-    for name, service in document["services"].items():
-        if service.get("profiles") and not active & set(service["profiles"]):
-            continue
-        services[name] = {
+    defined = document["services"]
+    enabled = {
+        name: service
+        for name, service in defined.items()
+        if not service.get("profiles") or active & set(service["profiles"])
+    }
+    return {
+        name: {
             **{key: value for key, value in service.items() if key != "env_file"},
+            **_dependencies(name, service, defined, enabled),
             "environment": container_environment(service, project_dir, variables),
         }
-    return services
+        for name, service in enabled.items()
+    }
+
+
+def _dependencies(
+    name: str, service: Mapping[str, Any], defined: Mapping[str, Any], enabled: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The service's depends_on as compose keeps it: a dependency on a service of a
+    profile left out is dropped if `required: false`, and refused otherwise."""
+    if "depends_on" not in service:
+        return {}
+    entries = service["depends_on"]
+    # The short form, a list of names: each required, once started.
+    long_form = entries if isinstance(entries, Mapping) else dict.fromkeys(entries, {})
+    kept: dict[str, Any] = {}
+    for dependency, entry in long_form.items():
+        if dependency not in defined:
+            raise ComposeError(f"service {name!r} depends on undefined service {dependency!r}")
+        if dependency in enabled:
+            kept[dependency] = entry
+        elif (entry or {}).get("required", True):
+            profiles = defined[dependency]["profiles"]
+            raise ComposeError(
+                f"service {dependency} is required by {name} but is disabled."
+                f" Can be enabled by profiles {profiles}"
+            )
+    return {"depends_on": kept if isinstance(entries, Mapping) else list(kept)}
 
 
 def project_variables(project_dir: Path, shell: Mapping[str, str]) -> dict[str, str]:

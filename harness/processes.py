@@ -37,7 +37,6 @@ def redis_env(redis_server):
     """The variables that point the project's processes at this Redis."""
     return {
         "CELERY_BROKER_URL": redis_server.url(BROKER_DB),
-        "CELERY_RESULT_BACKEND": redis_server.url(BROKER_DB),
         "REDIS_CACHE_URL": redis_server.url(CACHE_DB),
     }
 

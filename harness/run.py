@@ -1,6 +1,6 @@
 """Start the whole system in one terminal: the Procfile's processes, their output
 interleaved and labelled by honcho, with a project-local Redis when none answers at the
-broker URL.
+cache's URL (REDIS_CACHE_URL: the Redis every broker needs, and development's broker too).
 
 One Ctrl-C stops them all cleanly. Each process gets SIGINT, as each of the course's
 commands gets it from a Ctrl-C in its own terminal: the worker takes no more messages and
@@ -55,17 +55,17 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 NAME = "run"
 
 
-def local_redis_for(broker_url):
-    """A project-local redis-server for a broker URL on this machine where nothing answers."""
-    if redis_answers(broker_url):
+def local_redis_for(redis_url):
+    """A project-local redis-server for a Redis URL on this machine where nothing answers."""
+    if redis_answers(redis_url):
         return None
-    url = urlparse(broker_url)
+    url = urlparse(redis_url)
     if url.scheme != "redis" or url.hostname not in LOCAL_HOSTS:
-        sys.exit(f"No Redis answers at {broker_url}: start it there, or {HOW_TO_GET_REDIS}.")
+        sys.exit(f"No Redis answers at {redis_url}: start it there, or {HOW_TO_GET_REDIS}.")
     try:
         redis = LocalRedis(url.port or 6379, BASE_DIR / ".run" / "redis").start()
     except RedisUnavailable as why:
-        sys.exit(f"No Redis answers at {broker_url} and {why}: {HOW_TO_GET_REDIS}.")
+        sys.exit(f"No Redis answers at {redis_url} and {why}: {HOW_TO_GET_REDIS}.")
     print(f"run: started a local redis-server at {redis.url()} (data in .run/redis)")
     return redis
 
@@ -145,7 +145,7 @@ class Supervisor:
 def main():
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "storefront.settings.dev")
     (BASE_DIR / ".run").mkdir(exist_ok=True)  # the local Redis's data and the dev mailbox
-    redis = local_redis_for(settings.CELERY_BROKER_URL)
+    redis = local_redis_for(settings.REDIS_CACHE_URL)
     venv_bin = str(Path(sys.executable).parent)
     env = {**os.environ, "PATH": venv_bin + os.pathsep + os.environ.get("PATH", "")}
     procfile = BASE_DIR / os.environ.get("PROCFILE", "Procfile")

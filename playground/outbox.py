@@ -90,8 +90,12 @@ def publish(message: OutboxMessage) -> bool:
     send it twice."""
     try:
         with transaction.atomic():
-            if not OutboxMessage.objects.filter(pk=message.pk).delete()[0]:
-                return True  # another relay took it
+            # A relay holding this row is publishing it: on PostgreSQL, skip it rather
+            # than wait for that publish (SQLite's IMMEDIATE transactions take turns).
+            rows = OutboxMessage.objects.select_for_update(skip_locked=True)
+            if not rows.filter(pk=message.pk).values_list("pk"):
+                return True  # another relay took it, or is taking it
+            OutboxMessage.objects.filter(pk=message.pk).delete()
             task_id = str(message.task_id)
             send(message.task, message.args, message.kwargs, task_id, **message.options)
     except OperationalError as error:

@@ -24,12 +24,15 @@ from typing import Any
 from billiard import einfo
 from billiard.einfo import ExceptionInfo
 from billiard.exceptions import WorkerLostError
+from celery import current_app
 from celery.concurrency.base import BasePool
 from celery.exceptions import Reject, TaskRevokedError
 from celery.worker.request import Request
 from django.conf import settings
 from django.core.cache import cache
 from django.db import DatabaseError, connection, transaction
+
+from storefront.rabbitmq import dead_letter_queue
 
 from . import outbox
 from .models import PoisonMessage
@@ -213,3 +216,30 @@ def replay(message: PoisonMessage) -> bool:
         outbox.send(message.task, message.args, message.kwargs, message.task_id)
     logger.info("Replayed poison message %s", message)
     return True
+
+
+def keep_dead_letters() -> int:
+    """Record each message RabbitMQ dead-lettered (past the task queue's delivery limit,
+    storefront/rabbitmq.py) as a poison message, for the admin to show and replay; how
+    many. Each leaves the dead-letter queue only once recorded, and one recorded before
+    is not recorded twice: safe to run again, and at any time."""
+    kept = 0
+    with current_app.connection_for_write() as connection:
+        queue = dead_letter_queue().bind(connection.default_channel)
+        while (message := queue.get(no_ack=False)) is not None:
+            headers = message.headers
+            args, kwargs, _embed = message.decode()
+            deaths: Any = headers.get("x-death") or [{}]  # a list of dicts, per RabbitMQ
+            PoisonMessage.objects.get_or_create(
+                task_id=headers["id"],
+                defaults={
+                    "task": headers["task"],
+                    "args": list(args),
+                    "kwargs": dict(kwargs),
+                    "deliveries": int(headers.get("x-delivery-count") or 0),
+                    "last_error": f"Dead-lettered by RabbitMQ ({deaths[0].get('reason')})",
+                },
+            )
+            message.ack()
+            kept += 1
+    return kept

@@ -89,10 +89,11 @@ def finish_notification(notification_id: str) -> None:
         logger.info("Emails were successfully sent!")
     else:
         logger.warning(
-            "Emails were sent to %d of %d customers; %d failed",
+            "Emails were sent to %d of %d customers; %d failed; %d unknown (killed mid-send)",
             progress["sent"],
             progress["total"],
             progress["failed"],
+            progress["unknown"],
         )
 
 

@@ -1,6 +1,6 @@
-"""Celery Beat's scheduler, kept to one Beat per broker: two Beats would send every
-periodic task twice, with no warning. A Beat holds a lock in Redis while it runs;
-a second one refuses to start.
+"""Celery Beat's scheduler, kept to one Beat per deployment: two Beats would send every
+periodic task twice, with no warning. A Beat holds a lock in the cache's Redis
+(REDIS_CACHE_URL, whatever the broker) while it runs; a second one refuses to start.
 
 It keeps no schedule file: a Beat that starts counts every entry from its own start,
 so it never fires at once what it missed while it was down (a stale
@@ -10,10 +10,11 @@ import logging
 
 import redis
 from celery.beat import Scheduler
+from django.conf import settings
 
 logger = logging.getLogger(__name__)
 
-ANOTHER_BEAT = "beat: another Celery Beat holds this broker's lock; exactly one may run."
+ANOTHER_BEAT = "beat: another Celery Beat holds the lock; exactly one may run."
 
 
 class SingleBeatScheduler(Scheduler):
@@ -23,7 +24,7 @@ class SingleBeatScheduler(Scheduler):
     lock_timeout = 30
 
     def setup_schedule(self):
-        client = redis.Redis.from_url(self.app.conf.broker_url)
+        client = redis.Redis.from_url(settings.REDIS_CACHE_URL)
         self.lock = client.lock(self.lock_name, timeout=self.lock_timeout)
         if not self.lock.acquire(blocking=False):
             raise SystemExit(ANOTHER_BEAT)

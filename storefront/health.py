@@ -1,13 +1,14 @@
-"""GET /healthz: 200 when the database, the cache and the broker answer, 503 naming
-what is down. Served by a middleware ahead of the others, so that probes, which come
-with whatever Host header the orchestrator uses, need neither ALLOWED_HOSTS nor HTTPS;
-every check has a short timeout, so the answer never hangs."""
+"""GET /healthz: 200 when the database, the cache and the broker (Redis or RabbitMQ)
+answer, 503 naming what is down. Served by a middleware ahead of the others, so that
+probes, which come with whatever Host header the orchestrator uses, need neither
+ALLOWED_HOSTS nor HTTPS; every check has a short timeout, so the answer never hangs."""
 
 import redis
 from django.conf import settings
 from django.core.cache import cache
 from django.db import connection
 from django.http import JsonResponse
+from kombu import Connection
 
 TIMEOUT = 0.5
 
@@ -21,6 +22,25 @@ def redis_answers(url, timeout=TIMEOUT):
         return False
     finally:
         client.close()
+
+
+def broker_answers(timeout=TIMEOUT):
+    """Whether the broker takes a connection within `timeout` seconds, whatever it is."""
+    options = {"socket_timeout": timeout, "socket_connect_timeout": timeout, "max_retries": 0}
+    connection = Connection(
+        settings.CELERY_BROKER_URL,
+        connect_timeout=timeout,
+        # Redis reads these; RabbitMQ's client takes only what it knows.
+        transport_options=options if not settings.BROKER_IS_RABBITMQ else {},
+    )
+    try:
+        # One try: kombu's default would wait seconds before retrying.
+        connection.ensure_connection(max_retries=1, interval_start=0, interval_step=0)
+        return True
+    except Exception:  # any transport's error means the same: not answering
+        return False
+    finally:
+        connection.release()
 
 
 def database_answers():
@@ -44,7 +64,7 @@ def health():
     checks = {
         "database": database_answers(),
         "cache": cache_answers(),
-        "broker": redis_answers(settings.CELERY_BROKER_URL),
+        "broker": broker_answers(),
     }
     down = [name for name, ok in checks.items() if not ok]
     body = {"status": "down" if down else "ok", "down": down}

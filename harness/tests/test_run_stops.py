@@ -58,7 +58,7 @@ def moved(text, old, new):
 
 
 @pytest.fixture
-def stack(project_env, tmp_path):
+def make_run(project_env, tmp_path):
     """Start the whole stack as `make run` does (harness/run.py), in a session of its own:
     a signal to its process group is then what a terminal's Ctrl-C is to the command in
     front. Every process it started is killed (by pid) if the test leaves any running,
@@ -77,7 +77,7 @@ def stack(project_env, tmp_path):
     started = {}  # pid: started_at, of run.py and of every process under it
 
     def serving():
-        with redis.Redis.from_url(project_env["CELERY_BROKER_URL"]) as client:
+        with redis.Redis.from_url(project_env["REDIS_CACHE_URL"]) as client:
             beat_runs = client.exists(SingleBeatScheduler.lock_name)
         flower_url = f"http://127.0.0.1:{ports['flower']}/healthcheck"
         return (
@@ -113,12 +113,12 @@ def stack(project_env, tmp_path):
 
 
 def test_one_ctrl_c_stops_every_process_cleanly_and_the_running_batch_finishes(
-    stack, project_env, seed_customers, smtp_server, database
+    make_run, project_env, seed_customers, smtp_server, database
 ):
     project_env.update(NOTIFY_BATCH_SIZE="10", NOTIFY_CUSTOMERS_EVERY="3600")
     seed_customers(10)
     smtp_server.hold_at = 4
-    run, log = stack()
+    run, log = make_run()
     call(project_env, "Running at Ctrl-C")
     smtp_server.wait_until_holding()
     processes = {pid: started_at(pid) for pid in descendants(run.pid)}

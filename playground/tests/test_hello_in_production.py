@@ -7,6 +7,7 @@ import pytest
 import requests
 
 from conftest import manage, queued_tasks
+from playground.models import Notification
 
 STAFF = ("staff", "a-long-and-unguessable-staff-password")
 
@@ -44,7 +45,7 @@ class Client:
 
 
 def notifications(database):
-    return database.execute("SELECT count(*) FROM playground_notification").fetchone()[0]
+    return Notification.objects.using(database).count()
 
 
 @pytest.fixture

@@ -8,13 +8,18 @@ import os
 import shutil
 import signal
 import socket
+import subprocess
+import sys
 import threading
+import uuid
 from collections import Counter
 
 import pytest
 import requests
 
 from conftest import call, deliveries, queued_tasks, redis_env, wait_until, wait_until_done
+from harness.processes import BASE_DIR
+from playground.models import Notification, OutboxMessage
 
 EVERY_CUSTOMER = sorted(f"customer{n}@example.com" for n in range(30))
 
@@ -55,7 +60,7 @@ def emails_per_customer(inbox):
 
 
 def outbox_rows(database):
-    return database.execute("SELECT count(*) FROM playground_outboxmessage").fetchone()[0]
+    return OutboxMessage.objects.using(database).count()
 
 
 def test_a_web_killed_between_its_commit_and_its_publish_leaves_the_work_to_the_relay(
@@ -121,10 +126,29 @@ def test_a_notification_whose_work_redis_lost_is_finished_and_the_next_one_runs(
     start_worker("second", "--concurrency=2")
     start_beat()
     wait_until_done(database)
-    reason = database.execute("SELECT reason FROM playground_notification").fetchone()[0]
+    [reason] = Notification.objects.using(database).values_list("reason", flat=True)
     assert reason.startswith("No progress for")
     assert deliveries(database) == {"sent": 10}
 
     call(project_env, "Next")  # the way is free: the next one runs, to everyone
     wait_until_done(database, count=2)
     assert sorted(emails_per_customer(smtp_server).values()) == [1] * 40
+
+
+@pytest.mark.both_stacks
+def test_relays_running_at_once_publish_each_kept_message_once(project_env, database, task_queue):
+    kept = [
+        OutboxMessage(task_id=uuid.uuid4(), task="playground.tasks.relay_outbox")
+        for _ in range(100)
+    ]
+    OutboxMessage.objects.using(database).bulk_create(kept)
+    relay = "from playground import outbox; outbox.relay()"
+    argv = [sys.executable, "manage.py", "shell", "-c", relay]
+
+    relays = [subprocess.Popen(argv, cwd=BASE_DIR, env=project_env) for _ in range(3)]
+
+    assert [relay.wait(timeout=60) for relay in relays] == [0, 0, 0]
+    assert OutboxMessage.objects.using(database).count() == 0
+    published = task_queue.take()
+    assert len(published) == 100
+    assert {name for name, _ in published} == {"playground.tasks.relay_outbox"}

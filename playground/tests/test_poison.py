@@ -8,7 +8,6 @@ only records what it is given; they fail loudly if a new Celery stops going thro
 what poison.py counts. The slow test kills a real worker's pool process on every
 delivery."""
 
-import json
 import logging
 import os
 import re
@@ -36,7 +35,7 @@ from conftest import (
     wait_until_done,
 )
 from playground import poison, tasks
-from playground.models import PoisonMessage
+from playground.models import Delivery, PoisonMessage
 from storefront.celery import celery
 from storefront.settings.environment import CACHE_DB
 
@@ -285,13 +284,13 @@ class Admin:
 
 
 def poison_messages(database):
-    query = "SELECT id, task, task_id, args, deliveries, last_error FROM playground_poisonmessage"
-    return database.execute(query).fetchall()
+    fields = ("id", "task", "task_id", "args", "deliveries", "last_error")
+    return list(PoisonMessage.objects.using(database).values_list(*fields))
 
 
 def sent_to(database, notification_id):
-    query = "SELECT count(*) FROM playground_delivery WHERE notification_id = ? AND status = 'sent'"
-    return database.execute(query, [notification_id.replace("-", "")]).fetchone()[0]
+    sent = Delivery.objects.using(database).filter(status="sent")
+    return sent.filter(notification_id=notification_id).count()
 
 
 def send_batches_in(client):
@@ -320,7 +319,7 @@ def test_a_batch_that_kills_its_worker_process_on_every_delivery_is_given_up_and
     [(pk, task, task_id, args, deliveries, last_error)] = poison_messages(database)
     assert (task, deliveries) == (SEND_BATCH, 3)
     assert "WorkerLostError: Worker exited prematurely: signal 9 (SIGKILL)" in last_error
-    notification_id = json.loads(args)[0]
+    notification_id = args[0]
     assert smtp_server.held == 3  # no 4th run reached the SMTP server
     # The log line is itself what is promised: one warning naming the task id.
     assert worker.log().count(f"WARNING playground.poison: Gave up on {SEND_BATCH}[{task_id}]") == 1

@@ -4,6 +4,7 @@ missing). dev.py gives development's defaults; prod.py adds production's rules."
 
 import os
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import dj_database_url
 from celery.schedules import crontab
@@ -11,8 +12,9 @@ from csp.constants import NONE, SELF
 from kombu import transport as kombu_transport
 
 from storefront.logs import logging_config, report_errors_to_sentry
+from storefront.rabbitmq import task_queues
 
-from .environment import env, env_bool, env_list
+from .environment import env, env_bool, env_list, env_redis_url
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 
@@ -122,11 +124,14 @@ STATIC_ROOT = BASE_DIR / "staticfiles"
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
-# Redis is also the cache (DB 2), as in the course; the broker keeps DB 1.
+# Redis is also the cache (DB 2), as in the course; a Redis broker keeps DB 1. This
+# Redis also keeps Celery's results and Beat's lock, whatever the broker is: switching
+# the broker to RabbitMQ changes CELERY_BROKER_URL and nothing else.
+REDIS_CACHE_URL = env_redis_url("REDIS_CACHE_URL")
 CACHES = {
     "default": {
         "BACKEND": "django.core.cache.backends.redis.RedisCache",
-        "LOCATION": env("REDIS_CACHE_URL"),
+        "LOCATION": REDIS_CACHE_URL,
         # A hung Redis fails a cache call in half a second instead of hanging the page.
         "OPTIONS": {"socket_timeout": 0.5, "socket_connect_timeout": 0.5},
     },
@@ -159,8 +164,9 @@ report_errors_to_sentry(SENTRY_DSN)
 # --- Celery -------------------------------------------------------------------
 # Read by storefront/celery.py through the CELERY_ namespace.
 
-# The course's broker (development: Redis DB 1 on this machine).
+# The course's broker (development: Redis DB 1 on this machine), or RabbitMQ (amqp://).
 CELERY_BROKER_URL = env("CELERY_BROKER_URL")
+BROKER_IS_RABBITMQ = urlsplit(CELERY_BROKER_URL).scheme in ("amqp", "amqps", "pyamqp")
 # Bytes in a queue that are no message (not JSON, another shape, no headers...) never stop
 # a worker: it sets them aside in Redis (celery.malformed) and logs one line
 # (storefront/transport.py). Named for the URL's schemes, so that the URL still decides:
@@ -169,8 +175,10 @@ CELERY_BROKER_URL = env("CELERY_BROKER_URL")
 kombu_transport.TRANSPORT_ALIASES.update(
     redis="storefront.transport:Transport", rediss="storefront.transport:Transport"
 )
-# Results (and the STARTED state) in the same Redis, so Flower and AsyncResult can report them.
-CELERY_RESULT_BACKEND = env("CELERY_RESULT_BACKEND", CELERY_BROKER_URL)
+# Results (and the STARTED state) in the cache's Redis, so Flower and AsyncResult can
+# report them, and the chord that finishes a notification can count its batches (which
+# RabbitMQ, keeping no results, cannot).
+CELERY_RESULT_BACKEND = env_redis_url("CELERY_RESULT_BACKEND", REDIS_CACHE_URL)
 # JSON only: a pickled message could run code on the worker.
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TASK_SERIALIZER = "json"
@@ -241,6 +249,19 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     "max_retries": 0,
 }
 CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_VISIBILITY_TIMEOUT}
+if BROKER_IS_RABBITMQ:
+    # Quorum queues with a delivery limit and a dead-letter queue (storefront/rabbitmq.py).
+    # Countdowns (retries' backoff, the one-active rule's retry) wait in RabbitMQ's
+    # delay queues (native delayed delivery): with quorum queues a worker cannot raise
+    # its prefetch for them, so a countdown it held would hold up the work behind it.
+    CELERY_TASK_QUEUES = task_queues(CELERY_TASK_MAX_DELIVERIES)
+    CELERY_TASK_DEFAULT_QUEUE_TYPE = "quorum"
+    CELERY_TASK_DEFAULT_EXCHANGE_TYPE = "topic"
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        # Every publish waits for RabbitMQ to confirm it has the message (on a quorum of
+        # nodes): one it did not take raises, and the outbox keeps it.
+        "confirm_publish": True,
+    }
 
 # Mailings start only on purpose: the hello page shows the notification on its way, and
 # a signed-in staff user's POST starts one (development adds the course's GET).

@@ -8,6 +8,7 @@ its own."""
 
 import os
 import sys
+from urllib.parse import urlsplit
 
 # What the chosen environment (dev.py) supplies for variables left unset.
 DEFAULTS: dict[str, str] = {}
@@ -34,3 +35,17 @@ def env_bool(name: str, default: bool) -> bool:
 def env_list(name: str) -> list[str]:
     """A comma-separated variable as a list."""
     return [item.strip() for item in env(name).split(",") if item.strip()]
+
+
+def env_redis_url(name: str, default: object = None) -> str:
+    """A variable that must name a Redis: anything else stops the process at start,
+    instead of failing later on a page or in a task."""
+    value = env(name, default)
+    scheme = urlsplit(value).scheme
+    if scheme not in ("redis", "rediss"):
+        # The scheme only: the rest of a URL may hold a password.
+        sys.exit(
+            f"storefront: {name} must be a Redis URL (redis:// or rediss://), not {scheme}://…:"
+            " results, the cache and Beat's lock live in Redis, whatever the broker."
+        )
+    return value

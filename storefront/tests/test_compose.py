@@ -5,20 +5,24 @@ Procfile, the settings, .env.example and the project's Redis policy. prod_web in
 conftest runs its web command for real."""
 
 import ast
+import os
 import re
 import shlex
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from textwrap import dedent
 
 import pytest
+import redis
 import yaml
 from django.conf import settings
 
 from conftest import BASE_DIR, compose_command, procfile_command
 from harness.compose import ComposeError, interpolate, parse_env_file, resolve
 from harness.localredis import REDIS_FLAGS
+from storefront.beat import SingleBeatScheduler
 from storefront.settings.environment import BROKER_DB, CACHE_DB
 
 COMPOSE_FILE = BASE_DIR / "docker-compose.yml"
@@ -69,7 +73,11 @@ def test_every_service_has_a_health_check_and_waits_for_healthy_dependencies(ser
     for name, service in services.items():
         assert "test" in service["healthcheck"], name
         for dependency, condition in service.get("depends_on", {}).items():
-            assert condition == {"condition": "service_healthy"}, (name, dependency)
+            expected = {"condition": "service_healthy"}
+            if services[dependency].get("profiles"):
+                # Waited for when its profile is on, dropped when it is off.
+                expected["required"] = False
+            assert condition == expected, (name, dependency)
 
 
 def test_compose_redis_keeps_the_project_redis_policy_behind_a_password(services):
@@ -258,10 +266,126 @@ def test_the_mail_catcher_runs_only_when_its_profile_is_asked_for(tmp_path):
     assert "smtp4dev" in compose_up(tmp_path, {**dot_env, "COMPOSE_PROFILES": "mailcatcher"})
 
 
+# --- RabbitMQ as the broker: the rabbitmq profile ----------------------------------
+
+# What .env.example tells the operator to uncomment for RabbitMQ, a password chosen.
+TO_RABBITMQ = {
+    "COMPOSE_PROFILES": "rabbitmq",
+    "RABBITMQ_PASSWORD": "rabbitmq-password",
+    "CELERY_BROKER_URL": "amqp://storefront:${RABBITMQ_PASSWORD}@rabbitmq:5672/",
+}
+RABBITMQ_BROKER_URL = "amqp://storefront:rabbitmq-password@rabbitmq:5672/"
+STACKS_CACHE_URL = f"redis://:redis-password@redis:6379/{CACHE_DB}"
+
+
+def test_env_example_shows_how_to_switch_the_broker_to_rabbitmq():
+    text = ENV_EXAMPLE.read_text()
+    for name, value in {**TO_RABBITMQ, "RABBITMQ_PASSWORD": ""}.items():
+        assert f"\n# {name}={value}\n" in text, name
+
+
+def test_without_the_rabbitmq_profile_no_rabbitmq_runs_and_none_of_its_settings_are_needed(
+    tmp_path,
+):
+    services = compose_up(tmp_path, {**OPERATOR_KEYS, **OPERATOR_MAIL})
+    assert "RABBITMQ_PASSWORD" not in OPERATOR_KEYS
+    assert set(services) == {*APP_SERVICES, "redis", "db"}
+    for name in APP_SERVICES:
+        assert "rabbitmq" not in services[name]["depends_on"], name
+        assert services[name]["environment"]["CELERY_BROKER_URL"].startswith("redis://"), name
+
+
+def test_with_the_rabbitmq_profile_every_app_service_uses_it_once_it_is_healthy(tmp_path):
+    services = compose_up(tmp_path, {**OPERATOR_KEYS, **OPERATOR_MAIL, **TO_RABBITMQ})
+    assert set(services) == {*APP_SERVICES, "redis", "db", "rabbitmq"}
+    for name in APP_SERVICES:
+        assert services[name]["environment"]["CELERY_BROKER_URL"] == RABBITMQ_BROKER_URL, name
+        assert services[name]["depends_on"]["rabbitmq"]["condition"] == "service_healthy", name
+
+
+def test_with_rabbitmq_the_cache_results_and_beats_lock_stay_in_the_stacks_redis(tmp_path):
+    services = compose_up(tmp_path, {**OPERATOR_KEYS, **OPERATOR_MAIL, **TO_RABBITMQ})
+    for name, environment in environment_of(services, *APP_SERVICES).items():
+        assert environment["REDIS_CACHE_URL"] == STACKS_CACHE_URL, name
+        # Unset, so the settings keep results in REDIS_CACHE_URL's Redis.
+        assert "CELERY_RESULT_BACKEND" not in environment, name
+
+
+def test_rabbitmq_gets_its_user_and_password_and_none_of_the_sites_secrets(tmp_path):
+    services = compose_up(tmp_path, {**OPERATOR_KEYS, **OPERATOR_MAIL, **TO_RABBITMQ})
+    assert services["rabbitmq"]["environment"] == {
+        "RABBITMQ_DEFAULT_USER": "storefront",
+        "RABBITMQ_DEFAULT_PASS": "rabbitmq-password",
+    }
+
+
+def test_rabbitmq_refuses_to_start_without_its_password(tmp_path):
+    # Compose cannot refuse: it reads every ${...} before it looks at profiles, and a
+    # stack without RabbitMQ needs no password. The container's command does, run here
+    # with a stand-in for the image's entrypoint.
+    (tmp_path / "bin").mkdir()
+    entrypoint = tmp_path / "bin" / "docker-entrypoint.sh"
+    entrypoint.write_text('#!/bin/sh\necho "entrypoint $*"\n')
+    entrypoint.chmod(0o755)
+
+    def start_rabbitmq(dot_env):
+        services = compose_up(tmp_path, {**OPERATOR_KEYS, **OPERATOR_MAIL, **dot_env})
+        rabbitmq = services["rabbitmq"]
+        path = f"{tmp_path / 'bin'}:{os.environ['PATH']}"
+        return subprocess.run(
+            rabbitmq["command"],
+            env={**rabbitmq["environment"], "PATH": path},
+            capture_output=True,
+            text=True,
+        )
+
+    without_a_password = start_rabbitmq({"COMPOSE_PROFILES": "rabbitmq"})
+    assert without_a_password.returncode == 1
+    assert "set RABBITMQ_PASSWORD in .env" in without_a_password.stderr
+    started = start_rabbitmq(TO_RABBITMQ)
+    assert (started.returncode, started.stdout) == (0, "entrypoint rabbitmq-server\n")
+
+
+def test_rabbitmq_publishes_its_management_ui_on_the_hosts_loopback_and_no_amqp_port(services):
+    assert services["rabbitmq"]["ports"] == ["127.0.0.1:15672:15672"]
+    for name, service in services.items():
+        assert not any(str(port).endswith(":5672") for port in service.get("ports", [])), name
+
+
+def test_rabbitmq_keeps_its_messages_on_a_volume_under_a_fixed_node_name(services):
+    # RabbitMQ's data directory is named after rabbit@<hostname>.
+    assert services["rabbitmq"]["hostname"] == "rabbitmq"
+    assert "rabbitmqdata:/var/lib/rabbitmq" in services["rabbitmq"]["volumes"]
+
+
+def test_beats_health_check_reads_the_lock_from_the_caches_redis(services, redis_server, broker):
+    test = services["celery-beat"]["healthcheck"]["test"]
+    assert test[:3] == ["CMD", "python", "-c"]
+    environment = {
+        **os.environ,
+        "REDIS_CACHE_URL": redis_server.url(CACHE_DB),
+        "CELERY_BROKER_URL": redis_server.url(BROKER_DB),
+    }
+
+    def healthy():
+        return subprocess.run([sys.executable, *test[2:]], env=environment).returncode == 0
+
+    lock = SingleBeatScheduler.lock_name
+    cache = redis.Redis.from_url(redis_server.url(CACHE_DB))
+    try:
+        broker.set(lock, "a Beat")
+        assert not healthy()
+        cache.set(lock, "a Beat")
+        assert healthy()
+    finally:
+        cache.delete(lock)
+        cache.close()
+
+
 # --- .env.example: every variable production reads ----------------------------------
 
 SETTINGS_READ_IN_PRODUCTION = ("storefront/settings/common.py", "storefront/settings/prod.py")
-READERS = {"env", "env_bool", "env_list"}
+READERS = {"env", "env_bool", "env_list", "env_redis_url"}
 # Read by the settings, but not the operator's to set: .env.example says why instead.
 NOT_THE_OPERATORS = {"DEBUG", "FLOWER_ADDRESS"}
 
@@ -479,6 +603,71 @@ def test_a_missing_env_file_stops_compose_unless_it_is_optional(tmp_path):
         resolve(compose)
     (tmp_path / "required.env").write_text("A=1\n")
     assert resolve(compose)["app"]["environment"] == {"A": "1"}
+
+
+def test_a_dependency_on_a_service_left_out_stops_compose_unless_it_is_not_required(tmp_path):
+    compose = small_project(
+        tmp_path,
+        """
+        services:
+          app:
+            image: app
+            depends_on:
+              optional: {condition: service_healthy, required: false}
+              db: {condition: service_healthy}
+          db:
+            image: db
+          optional:
+            image: app
+            profiles: [extra]
+          needs_it:
+            image: app
+            profiles: [debug]
+            depends_on: [optional]
+        """,
+        "",
+    )
+    assert resolve(compose)["app"]["depends_on"] == {"db": {"condition": "service_healthy"}}
+    with_extra = resolve(compose, profiles=["extra"])
+    assert with_extra["app"]["depends_on"]["optional"]["condition"] == "service_healthy"
+    with pytest.raises(ComposeError, match="service optional is required by needs_it"):
+        resolve(compose, profiles=["debug"])
+    assert resolve(compose, profiles=["debug", "extra"])["needs_it"]["depends_on"] == ["optional"]
+
+
+def test_a_dependency_on_an_undefined_service_stops_compose(tmp_path):
+    compose = small_project(
+        tmp_path,
+        """
+        services:
+          app:
+            image: app
+            depends_on:
+              nowhere: {condition: service_started, required: false}
+        """,
+        "",
+    )
+    with pytest.raises(ComposeError, match="depends on undefined service 'nowhere'"):
+        resolve(compose)
+
+
+def test_compose_interpolates_services_left_out_too(tmp_path):
+    compose = small_project(
+        tmp_path,
+        """
+        services:
+          app:
+            image: app
+          extra:
+            image: app
+            profiles: [extra]
+            environment:
+              PASSWORD: ${PASSWORD:?set PASSWORD}
+        """,
+        "",
+    )
+    with pytest.raises(ComposeError, match="required variable PASSWORD is missing a value"):
+        resolve(compose)
 
 
 def test_services_of_profiles_not_asked_for_are_left_out(tmp_path):

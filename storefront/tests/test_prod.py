@@ -7,6 +7,7 @@ import pytest
 import requests
 
 from conftest import manage, queued_tasks, wait_until, wait_until_done
+from playground.models import Notification
 from playground.tasks import notify_customers
 
 REQUIRED = ["SECRET_KEY", "ALLOWED_HOSTS", "DATABASE_URL", "CELERY_BROKER_URL", "REDIS_CACHE_URL"]
@@ -83,7 +84,7 @@ def test_a_pickled_message_is_refused_and_never_run(start_worker, broker, databa
 
     # One worker takes messages in order: once the second has run, the first is behind it.
     wait_until_done(database)
-    messages = [m for (m,) in database.execute("SELECT message FROM playground_notification")]
+    messages = list(Notification.objects.using(database).values_list("message", flat=True))
     assert messages == ["JSON"]
     assert broker.llen("celery") == 0
     assert "]: Pickled" not in worker.log()

@@ -8,8 +8,14 @@ from conftest import BASE_DIR, free_port
 
 
 def test_run_without_any_redis_stops_with_one_sentence_saying_how_to_get_one(project_env):
-    url = f"redis://127.0.0.1:{free_port()}/1"
-    env = {**project_env, "CELERY_BROKER_URL": url, "PATH": str(Path(sys.executable).parent)}
+    port = free_port()
+    url = f"redis://127.0.0.1:{port}/2"  # the cache's Redis, which every broker needs
+    env = {
+        **project_env,
+        "CELERY_BROKER_URL": f"redis://127.0.0.1:{port}/1",
+        "REDIS_CACHE_URL": url,
+    }
+    env["PATH"] = str(Path(sys.executable).parent)
 
     run = subprocess.run(
         [sys.executable, "-m", "harness.run"], cwd=BASE_DIR, env=env, capture_output=True, text=True

@@ -1,0 +1,50 @@
+"""What RabbitMQ does better than Redis, when CELERY_BROKER_URL is amqp:// (settings).
+
+The task queue is a quorum queue: replicated on a majority of the cluster's nodes,
+it gives a message back the moment the connection of the worker holding it drops (no
+visibility timeout to wait out), and it counts deliveries. A message delivered more
+than CELERY_TASK_MAX_DELIVERIES times without being settled is dead-lettered to
+DEAD_LETTER_QUEUE instead of being delivered again: the backstop behind the worker's
+own count (playground/poison.py), for when the cache that keeps that count is away."""
+
+from typing import Any
+
+from celery import signals
+from kombu import Exchange, Queue
+
+TASK_QUEUE = "celery"
+DEAD_LETTER_QUEUE = "celery.dead"
+
+
+def task_queues(max_deliveries: int) -> list[Queue]:
+    # A topic exchange: Celery's native delayed delivery, which keeps countdowns in
+    # RabbitMQ instead of in a worker's memory, binds only to those.
+    exchange = Exchange(TASK_QUEUE, type="topic")
+    arguments = {
+        "x-queue-type": "quorum",
+        "x-delivery-limit": max_deliveries,
+        # The default exchange routes by queue name.
+        "x-dead-letter-exchange": "",
+        "x-dead-letter-routing-key": DEAD_LETTER_QUEUE,
+        # A message leaves for the dead-letter queue only once that queue has it
+        # (RabbitMQ's default drops it if the hand-over fails); this strategy needs
+        # reject-publish as the overflow rule.
+        "x-dead-letter-strategy": "at-least-once",
+        "x-overflow": "reject-publish",
+    }
+    return [Queue(TASK_QUEUE, exchange, routing_key=TASK_QUEUE, queue_arguments=arguments)]
+
+
+def dead_letter_queue() -> Queue:
+    return Queue(DEAD_LETTER_QUEUE, queue_arguments={"x-queue-type": "quorum"})
+
+
+@signals.worker_ready.connect
+def declare_dead_letter_queue(sender: Any, **kwargs: Any) -> None:
+    """Each worker declares it as it starts: RabbitMQ drops what it dead-letters to a
+    queue that does not exist. Workers do not consume it: an operator inspects and
+    replays it (README, *Poison messages*)."""
+    if not sender.app.conf.broker_url.startswith(("amqp", "pyamqp")):
+        return
+    with sender.app.connection_for_write() as connection:
+        dead_letter_queue()(connection.default_channel).declare()
