@@ -249,6 +249,19 @@ def own_redis(project_env, tmp_path):
     server.stop()
 
 
+@pytest.fixture
+def own_broker(stack, project_env, tmp_path, request):
+    """A broker of the test's own, to stop and restart, the project's processes pointed at
+    it: a Redis (which is then their cache too), or a RabbitMQ node."""
+    if stack == SQLITE_REDIS:
+        yield request.getfixturevalue("own_redis")
+        return
+    node = started(LocalRabbitMQ(free_port()), "RabbitMQ")
+    project_env["CELERY_BROKER_URL"] = node.url("/")
+    yield node
+    node.remove()
+
+
 def started(server, name):
     """The throwaway server, started; a run that cannot have it stops, saying why."""
     try:

@@ -103,7 +103,12 @@ class LocalRabbitMQ:
             "RABBITMQ_ENABLED_PLUGINS_FILE": str(base / "enabled_plugins"),
             "RABBITMQ_MNESIA_BASE": str(base / "mnesia"),
             "RABBITMQ_LOG_BASE": str(base / "log"),
-            "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS": "-kernel inet_dist_use_interface {127,0,0,1}",
+            # The schedulers sleep when idle instead of spinning: the tests' processes
+            # share two cores with it.
+            "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS": (
+                "-kernel inet_dist_use_interface {127,0,0,1}"
+                " +sbwt none +sbwtdcpu none +sbwtdio none"
+            ),
         }
 
     def start(self, timeout: float = 60) -> "LocalRabbitMQ":
