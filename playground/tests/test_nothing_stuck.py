@@ -14,10 +14,19 @@ import threading
 import uuid
 from collections import Counter
 
+import psycopg
 import pytest
 import requests
 
-from conftest import call, deliveries, queued_tasks, redis_env, wait_until, wait_until_done
+from conftest import (
+    POSTGRES_RABBITMQ,
+    call,
+    deliveries,
+    queued_tasks,
+    redis_env,
+    wait_until,
+    wait_until_done,
+)
 from harness.processes import BASE_DIR
 from playground.models import Notification, OutboxMessage
 
@@ -152,3 +161,23 @@ def test_relays_running_at_once_publish_each_kept_message_once(project_env, data
     published = task_queue.take()
     assert len(published) == 100
     assert {name for name, _ in published} == {"playground.tasks.relay_outbox"}
+
+
+@pytest.mark.parametrize("stack", [POSTGRES_RABBITMQ], indirect=True)
+def test_a_relay_skips_a_kept_message_another_relay_holds_instead_of_waiting(
+    project_env, database, task_queue
+):
+    kept = OutboxMessage.objects.using(database).create(
+        task_id=uuid.uuid4(), task="playground.tasks.relay_outbox"
+    )
+    relay = "from playground import outbox; print(outbox.relay())"
+    argv = [sys.executable, "manage.py", "shell", "-c", relay]
+
+    # Another relay's transaction holds the row while this one runs.
+    with psycopg.connect(project_env["DATABASE_URL"]) as other:
+        other.execute("SELECT 1 FROM playground_outboxmessage WHERE id = %s FOR UPDATE", [kept.pk])
+        done = subprocess.run(argv, cwd=BASE_DIR, env=project_env, capture_output=True, timeout=30)
+
+    assert done.returncode == 0, done.stderr
+    assert task_queue.waiting() == 0  # left to the relay that holds it
+    assert OutboxMessage.objects.using(database).count() == 1
