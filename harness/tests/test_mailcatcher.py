@@ -5,7 +5,7 @@ import mailbox
 import smtplib
 from email.message import EmailMessage
 
-from conftest import free_port, procfile_command, wait_until
+from conftest import free_port, port_open, procfile_command, wait_until
 
 
 def test_the_mail_catcher_keeps_only_the_newest_emails(start, tmp_path):
@@ -13,7 +13,8 @@ def test_the_mail_catcher_keeps_only_the_newest_emails(start, tmp_path):
     argv = procfile_command("mail")
     argv[argv.index("127.0.0.1:2525")] = f"127.0.0.1:{port}"
     argv[argv.index(".run/mail")] = str(maildir)
-    start("mail", [*argv, "5"], ready=lambda: maildir.exists())
+    # Serving once it takes connections (its Maildir may come first).
+    start("mail", [*argv, "5"], ready=lambda: maildir.exists() and port_open(port))
 
     with smtplib.SMTP("127.0.0.1", port) as smtp:
         for n in range(12):
