@@ -38,20 +38,22 @@ import requests
 import yaml
 from aiosmtpd.controller import Controller
 from amqp.exceptions import NotFound
-from celery import Celery
 from django.conf import settings
 from django.core.cache import caches
 from django.db import connections
 from django.db.models import Count
 from django.test import override_settings
 from kombu import Connection, Queue
-from kombu.exceptions import ChannelError, OperationalError
+from kombu.exceptions import ChannelError
 
 from harness.localpostgres import LocalPostgres, PostgresUnavailable
 from harness.localrabbitmq import LocalRabbitMQ, RabbitMQUnavailable
 from harness.localredis import LocalRedis, RedisUnavailable
 from harness.processes import (
     BASE_DIR,
+    POSTGRES_RABBITMQ,
+    SQLITE_REDIS,
+    STACKS,
     ProjectProcess,
     free_port,
     manage,
@@ -59,6 +61,7 @@ from harness.processes import (
     production,
     project_env_for,
     redis_env,
+    worker_answers,
 )
 from harness.waiting import wait_until
 from playground.models import Delivery, Notification
@@ -133,10 +136,11 @@ def task_queue(project_env):
     return TaskQueue(project_env)
 
 
-def call(project_env, message):
-    """Send notify_customers(message) as an operator would: `celery call`."""
+def call(project_env, message, *options):
+    """Send notify_customers(message) as an operator would: `celery call`, with its
+    options (e.g. "--countdown=6")."""
     argv = [*procfile_command("worker")[:3], "call", "playground.tasks.notify_customers"]
-    argv.append(f'--args=["{message}"]')
+    argv += [f'--args=["{message}"]', *options]
     subprocess.run(argv, cwd=BASE_DIR, env=project_env, check=True, capture_output=True)
 
 
@@ -144,9 +148,6 @@ def deliveries(database):
     """How many deliveries the database holds, by status."""
     by_status = Delivery.objects.using(database).values_list("status").annotate(Count("id"))
     return dict(by_status.order_by())
-
-
-SQLITE_REDIS, POSTGRES_RABBITMQ = STACKS = ("sqlite-redis", "postgres-rabbitmq")
 
 
 def pytest_generate_tests(metafunc):
@@ -173,18 +174,6 @@ def done_notifications(database):
 def wait_until_done(database, count=1, timeout=60):
     """Wait until `count` notifications are done, as the database says."""
     wait_until(lambda: done_notifications(database) >= count, timeout, f"{count} done")
-
-
-def worker_answers(project_env, hostname):
-    """Whether a worker with this hostname answers a ping through the processes' broker."""
-    # Not the current app: this process keeps sending through storefront's.
-    app = Celery(broker=project_env["CELERY_BROKER_URL"], set_as_current=False)
-    try:
-        return bool(app.control.ping([hostname], timeout=0.5))
-    except (OSError, redis.RedisError, OperationalError):  # a broker just restarted: not yet
-        return False
-    finally:
-        app.close()
 
 
 def port_open(port):

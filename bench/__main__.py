@@ -1,17 +1,25 @@
 """make bench: the web path, the queue path and the job, each measured against a
 baseline run in this same script on this same machine; one table at the end.
 
+The job runs on both stacks the tests run on; the page and the queue path measure
+Celery against raw redis-py, so they run on SQLite + Redis only. Each stack runs in a
+process of its own (`python -m bench --stack STACK SECTION...`, which prints its rows
+as JSON), as Django is set up once per process.
+
 Not part of the tests: these machines are shared and noisy, so only the ratios mean
 much, and only within one run."""
 
+import json
 import os
 import platform
+import subprocess
 import sys
 from pathlib import Path
 
 import django
 
 from bench.stage import Stage
+from harness.processes import POSTGRES_RABBITMQ, SQLITE_REDIS
 
 WORKER_VARIANTS = [
     ("1 process", 1, []),
@@ -22,9 +30,29 @@ WORKER_VARIANTS = [
 ]  # fmt: skip
 
 
+SECTIONS = {
+    SQLITE_REDIS: ["page", "delay", "throughput", "latency", "job"],
+    POSTGRES_RABBITMQ: ["job"],
+}
+
+
 def main():
-    stage = Stage()
-    os.environ.update(stage.env)  # this process enqueues and reads the same Redis and database
+    if sys.argv[1:2] == ["--stack"]:
+        print(json.dumps(measure(sys.argv[2], sys.argv[3:])))
+        return
+    chosen = sys.argv[1:]  # e.g. `python -m bench page job`; all of them by default
+    rows = []
+    for stack, sections in SECTIONS.items():
+        here = [name for name in sections if name in chosen or not chosen]
+        if here:
+            argv = [sys.executable, "-m", "bench", "--stack", stack, *here]
+            rows += json.loads(subprocess.run(argv, check=True, stdout=subprocess.PIPE).stdout)
+    print(table(rows))
+
+
+def measure(stack, chosen):
+    stage = Stage(stack)
+    os.environ.update(stage.env)  # this process enqueues and reads the same broker and database
     django.setup()
     from bench import job, page, queue
 
@@ -35,12 +63,10 @@ def main():
         "latency": queue.latency,
         "job": job.notification,
     }
-    chosen = sys.argv[1:] or list(sections)  # e.g. `python -m bench page job`
     try:
-        rows = [row for name in chosen for row in sections[name](stage)]
+        return [row for name in chosen for row in sections[name](stage)]
     finally:
         stage.close()
-    print(table(rows))
 
 
 def table(rows):

@@ -30,11 +30,13 @@ def page(stage):
     rows = [row("page /playground/hello/", hello["rps"], baseline["rps"], "req/s")]
     for p in ("50", "99"):
         rows.append(row(f"page latency p{p}", hello[p], baseline[p], "ms", lower_is_better=True))
+    if (notifications, queued) != (1, 1):  # the rush must start exactly one
+        raise RuntimeError(f"the page started {notifications} and queued {queued} message(s)")
     rows.append(
         {
-            "detail": f"{hello['requests']} requests of the page started {notifications} "
-            f"notification(s) and queued {queued} message(s): the page starts one and shows "
-            "it until it is done (no worker ran here)"
+            "detail": f"{hello['requests']} requests of the page started 1 notification "
+            "and queued 1 message: the page starts one and shows it until it is done "
+            "(no worker ran here)"
         }
     )
     return rows

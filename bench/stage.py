@@ -1,30 +1,46 @@
-"""What every benchmark runs on: a throwaway Redis and SQLite database, and the
-project's processes started as the Procfile starts them, pointed at them."""
+"""What every benchmark runs on: one of the two stacks the tests run on, started for
+the run (SQLite + Redis, or PostgreSQL + RabbitMQ beside Redis for results and the
+cache), and the project's processes started as the Procfile starts them, pointed at
+them."""
 
 import shutil
+import socket
 import sys
 import tempfile
 from pathlib import Path
 from statistics import quantiles
 
+from harness.localpostgres import LocalPostgres
+from harness.localrabbitmq import LocalRabbitMQ
 from harness.localredis import LocalRedis
 from harness.processes import (
+    POSTGRES_RABBITMQ,
+    SQLITE_REDIS,
     ProjectProcess,
     free_port,
     manage,
     procfile_command,
     project_env_for,
+    worker_answers,
 )
 from storefront.settings.environment import BROKER_DB
 
 
 class Stage:
-    def __init__(self):
+    def __init__(self, stack=SQLITE_REDIS):
+        self.stack = stack
         self.dir = Path(tempfile.mkdtemp(prefix="storefront-bench-"))
         self.redis = LocalRedis(free_port(), self.dir / "redis").start()
-        self.broker = self.redis.client(BROKER_DB)
+        self.broker = self.redis.client(BROKER_DB)  # the Redis broker's, on sqlite-redis
         self.env = project_env_for(self.redis, self.dir / "db.sqlite3")
         self.env["LOG_LEVEL"] = "WARNING"
+        self.servers = []
+        if stack == POSTGRES_RABBITMQ:
+            postgres = LocalPostgres(free_port()).start()
+            rabbitmq = LocalRabbitMQ(free_port()).start()
+            self.servers += [postgres, rabbitmq]
+            self.env["DATABASE_URL"] = postgres.create_database("storefront_bench")
+            self.env["CELERY_BROKER_URL"] = rabbitmq.create_vhost("storefront_bench")
         self.processes = []
         self.manage("migrate", "--noinput")
 
@@ -42,15 +58,17 @@ class Stage:
         """A worker as the Procfile starts it, with the benchmark's tasks loaded; the
         project's default concurrency unless told."""
         name = f"bench{len(self.processes)}"
-        argv = [*procfile_command("worker"), "-I", "bench.tasks", f"--hostname={name}@%h"]
+        hostname = f"{name}@{socket.gethostname()}"
+        argv = [*procfile_command("worker"), "-I", "bench.tasks", f"--hostname={hostname}"]
         if concurrency:
             argv.append(f"--concurrency={concurrency}")
-        argv += options
-        return self.start(name, argv, ready=" ready.")
+        worker = self.start(name, argv + list(options))
+        worker.wait_until(lambda: worker_answers(self.env, hostname), timeout=60)
+        return worker
 
-    def floor(self, mode, target, count):
+    def floor(self, mode, target, count, name=None):
         argv = [sys.executable, "-m", "bench.floor", mode, target, str(count)]
-        return self.start(f"floor-{mode}", argv)
+        return self.start(name or f"floor-{mode}", argv)
 
     def stop_all(self):
         while self.processes:
@@ -59,6 +77,8 @@ class Stage:
 
     def close(self):
         self.stop_all()
+        for server in self.servers:
+            server.remove()
         self.redis.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
 

@@ -12,16 +12,36 @@ import sys
 from contextlib import suppress
 from pathlib import Path
 
+import redis
+from celery import Celery
+from kombu.exceptions import OperationalError
+
 from harness.waiting import NotYet, wait_until
 from storefront.settings.environment import BROKER_DB, CACHE_DB
 
 BASE_DIR = Path(__file__).resolve().parent.parent
+
+# The two stacks the processes run on in the tests and the benchmarks: the embedded
+# default, and the scaled-out one (Redis beside it for results, the cache, Beat's lock).
+SQLITE_REDIS, POSTGRES_RABBITMQ = STACKS = ("sqlite-redis", "postgres-rabbitmq")
 
 
 def free_port():
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def worker_answers(env, hostname):
+    """Whether a worker with this hostname answers a ping through the processes' broker."""
+    # Not the current app: this process keeps sending through storefront's.
+    app = Celery(broker=env["CELERY_BROKER_URL"], set_as_current=False)
+    try:
+        return bool(app.control.ping([hostname], timeout=0.5))
+    except (OSError, redis.RedisError, OperationalError):  # a broker just restarted: not yet
+        return False
+    finally:
+        app.close()
 
 
 def procfile_command(process):

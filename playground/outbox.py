@@ -12,6 +12,7 @@ Either way a kept message keeps its task id, so a task can tell a relayed messag
 a new one."""
 
 import logging
+import math
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -40,7 +41,7 @@ class OutboxTask(Task):
         task_id = task_id or uuid()
         options.setdefault("retry_policy", PUBLISH_RETRY_POLICY)
         try:
-            return super().apply_async(args, kwargs, task_id=task_id, **options)
+            return super().apply_async(args, kwargs, task_id=task_id, **whole_seconds(options))
         except OperationalError as error:
             keep(self.name, task_id, list(args or ()), kwargs or {}, options, error)
             return KeptResult(task_id, task_name=self.name, app=self.app)
@@ -84,6 +85,26 @@ def absolute_times(options: dict[str, Any]) -> dict[str, str]:
     return kept
 
 
+def whole_seconds(options: dict[str, Any]) -> dict[str, Any]:
+    """`options` with any delay (a countdown, or an eta: a moment, or one kept as text)
+    as a countdown rounded up to whole seconds; none if the moment has passed.
+
+    Celery's native delayed delivery (RabbitMQ, quorum queues) truncates a countdown to
+    whole seconds and refuses one under a second: a retry asked for 0.2 s later was
+    rejected and dead-lettered, a relay of a moment less than a second away failed
+    (docs/upstream/celery-subsecond-countdown.md; playground/tests/test_outbox.py
+    fails once Celery takes them)."""
+    eta = options.get("eta")
+    countdown = options.get("countdown")
+    if eta is not None:
+        moment = datetime.fromisoformat(eta) if isinstance(eta, str) else eta
+        countdown = (moment - datetime.now(UTC)).total_seconds()
+    rounded = {name: value for name, value in options.items() if name not in ("eta", "countdown")}
+    if countdown is not None and countdown > 0:
+        rounded["countdown"] = math.ceil(countdown)
+    return rounded
+
+
 def publish(message: OutboxMessage) -> bool:
     """Publish one kept message now; whether it left the outbox. It leaves in the same
     transaction that publishes it, so a failed publish keeps it and two relays never
@@ -118,7 +139,7 @@ def send(task: str, args: list[Any], kwargs: dict[str, Any], task_id: str, **opt
         # Else the result backend is asked to watch for the result: against a Redis
         # that is away, that waits out the backend's own long retries.
         ignore_result=registered.ignore_result if registered else False,
-        **options,
+        **whole_seconds(options),
     )
 
 

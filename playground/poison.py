@@ -218,18 +218,25 @@ def replay(message: PoisonMessage) -> bool:
     return True
 
 
-def keep_dead_letters() -> int:
-    """Record each message RabbitMQ dead-lettered (past the task queue's delivery limit,
-    storefront/rabbitmq.py) as a poison message, for the admin to show and replay; how
-    many. Each leaves the dead-letter queue only once recorded, and one recorded before
-    is not recorded twice: safe to run again, and at any time."""
-    kept = 0
+def keep_dead_letters() -> tuple[int, int]:
+    """Record each message RabbitMQ dead-lettered past the task queue's delivery limit
+    (storefront/rabbitmq.py) as a poison message, for the admin to show and replay, and
+    drop each it dead-lettered because it expired (a periodic run not started before the
+    next was due: on Redis the worker drops those itself); how many of each. Each leaves
+    the dead-letter queue only once handled, and one recorded before is not recorded
+    twice: safe to run again, and at any time."""
+    kept = dropped = 0
     with current_app.connection_for_write() as connection:
         queue = dead_letter_queue().bind(connection.default_channel)
         while (message := queue.get(no_ack=False)) is not None:
             headers = message.headers
-            args, kwargs, _embed = message.decode()
             deaths: Any = headers.get("x-death") or [{}]  # a list of dicts, per RabbitMQ
+            reason = deaths[0].get("reason")
+            if reason == "expired":
+                message.ack()
+                dropped += 1
+                continue
+            args, kwargs, _embed = message.decode()
             PoisonMessage.objects.get_or_create(
                 task_id=headers["id"],
                 defaults={
@@ -237,9 +244,9 @@ def keep_dead_letters() -> int:
                     "args": list(args),
                     "kwargs": dict(kwargs),
                     "deliveries": int(headers.get("x-delivery-count") or 0),
-                    "last_error": f"Dead-lettered by RabbitMQ ({deaths[0].get('reason')})",
+                    "last_error": f"Dead-lettered by RabbitMQ ({reason})",
                 },
             )
             message.ack()
             kept += 1
-    return kept
+    return kept, dropped

@@ -1,9 +1,12 @@
 """The outbox in this process, against the throwaway Redis and one that is down."""
 
+import inspect
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from celery import Celery
 from kombu import Producer
+from kombu.transport.native_delayed_delivery import calculate_routing_key
 
 from conftest import free_port, queued_tasks
 from playground import outbox
@@ -65,3 +68,22 @@ def test_a_kept_message_keeps_moments_given_as_moments():
     kept = outbox.absolute_times({"expires": moment, "eta": moment.isoformat()})
 
     assert kept == {"expires": moment.isoformat(), "eta": moment.isoformat()}
+
+
+def test_a_delay_goes_out_in_whole_seconds_and_a_moment_passed_goes_out_at_once():
+    soon = datetime.now(UTC) + timedelta(seconds=0.3)
+    passed = datetime.now(UTC) - timedelta(seconds=1)
+
+    assert outbox.whole_seconds({"countdown": 0.2, "expires": 5}) == {"countdown": 1, "expires": 5}
+    assert outbox.whole_seconds({"countdown": 2.5}) == {"countdown": 3}
+    assert outbox.whole_seconds({"eta": soon.isoformat()}) == {"countdown": 1}
+    assert outbox.whole_seconds({"eta": soon}) == {"countdown": 1}
+    assert outbox.whole_seconds({"eta": passed.isoformat(), "countdown": 0}) == {}
+
+
+def test_celery_still_refuses_a_delay_under_a_second_on_rabbitmq_which_whole_seconds_avoids():
+    """Fails once Celery's native delayed delivery takes a delay under a second: then
+    outbox.whole_seconds() can go (docs/upstream/celery-subsecond-countdown.md)."""
+    assert "calculate_routing_key(int(countdown)" in inspect.getsource(Celery.send_task)
+    with pytest.raises(ValueError, match="countdown must be a positive number"):
+        calculate_routing_key(int(0.2), "celery")

@@ -6,7 +6,6 @@ dead-letter queue."""
 
 import os
 import signal
-import subprocess
 
 import pytest
 import requests
@@ -19,11 +18,9 @@ from conftest import (
     free_port,
     manage,
     pool_processes,
-    procfile_command,
     wait_until,
     wait_until_done,
 )
-from harness.processes import BASE_DIR
 from playground.models import Notification, PoisonMessage
 from storefront.rabbitmq import DEAD_LETTER_QUEUE, TASK_QUEUE
 from storefront.settings.environment import CACHE_DB
@@ -33,13 +30,6 @@ rabbitmq_only = pytest.mark.parametrize("stack", [POSTGRES_RABBITMQ], indirect=T
 
 def vhost_of(project_env):
     return project_env["CELERY_BROKER_URL"].rsplit("/", 1)[1]
-
-
-def later(project_env, message, countdown):
-    """notify_customers(message), `countdown` seconds from now, as an operator sends it."""
-    argv = [*procfile_command("worker")[:3], "call", "playground.tasks.notify_customers"]
-    argv += [f'--args=["{message}"]', f"--countdown={countdown}"]
-    subprocess.run(argv, cwd=BASE_DIR, env=project_env, check=True, capture_output=True)
 
 
 @rabbitmq_only
@@ -62,7 +52,7 @@ def test_a_waiting_countdown_never_holds_up_other_work(
     seed_customers(3)
     start_worker("worker", "--concurrency=1")
 
-    later(project_env, "Later", countdown=6)
+    call(project_env, "Later", "--countdown=6")
     call(project_env, "Now")
 
     # "Now" is done while "Later" still waits for its countdown ...
@@ -130,12 +120,30 @@ def test_past_the_delivery_limit_a_batch_lands_in_the_dead_letter_queue_when_the
 
     # The operator moves it to the admin's poison messages, to inspect and replay there.
     kept = manage(project_env, "keep_dead_letters")
-    assert kept.stdout == "Kept 1 dead-lettered message(s) as poison messages.\n"
+    assert kept.stdout.startswith("Kept 1 dead-lettered message(s) as poison messages; ")
     [poison] = PoisonMessage.objects.using(database)
     assert (poison.task, len(poison.args[1])) == ("playground.tasks.send_batch", 10)
     assert poison.last_error == "Dead-lettered by RabbitMQ (delivery_limit)"
     assert dead.waiting() == 0
     assert manage(project_env, "keep_dead_letters").stdout.startswith("Kept 0 ")
+
+
+@rabbitmq_only
+def test_a_message_that_expired_in_the_queue_is_dropped_not_kept_as_poison(
+    project_env, start_worker, database
+):
+    start_worker().stop()  # the queues are declared; nobody takes the message in time
+    call(project_env, "Too late", "--expires=1")
+    dead = TaskQueue(project_env, DEAD_LETTER_QUEUE)
+    wait_until(lambda: dead.waiting() == 1, what="RabbitMQ dead-letters it as it expires")
+
+    kept = manage(project_env, "keep_dead_letters").stdout
+
+    assert (
+        kept == "Kept 0 dead-lettered message(s) as poison messages; dropped 1 that had expired.\n"
+    )
+    assert dead.waiting() == 0
+    assert not PoisonMessage.objects.using(database).exists()
 
 
 @rabbitmq_only
