@@ -81,6 +81,7 @@ def test_a_customer_the_smtp_server_refuses_for_good_is_failed_and_the_others_ge
     assert "customer3@example.com" not in {m["To"] for m in smtp_server.messages}
 
 
+@pytest.mark.both_stacks
 def test_the_status_endpoint_counts_up_to_the_total_and_says_done(
     project_env, seed_customers, smtp_server, web, start_worker
 ):
