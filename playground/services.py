@@ -9,7 +9,7 @@ import smtplib
 import uuid
 from collections.abc import Callable, Collection, Iterable, Iterator
 from contextlib import contextmanager
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, TypedDict
 
 from django.contrib.auth import get_user_model
@@ -269,18 +269,20 @@ def finish(notification_id: uuid.UUID | str) -> Progress | None:
     return progress(Notification.objects.get(id=notification_id))
 
 
-def reap(stale_after: float, in_flight: Collection[str]) -> list[Notification]:
+def reap(stale_after: float, in_flight: Collection[str], as_of: datetime) -> list[Notification]:
     """Finish every active notification whose work is gone, with the reason, so that
     the next one can start: no sign of life (recorded, started, a delivery) for
-    `stale_after` seconds, no message of it waiting in the outbox, and none of its
-    tasks held by a worker (`in_flight`: the notification ids the workers hold).
-    Returns those it finished; the customers it did not reach keep no delivery."""
+    `stale_after` seconds before `as_of`, no message of it waiting in the outbox, and
+    none of its tasks held by a worker (`in_flight`: the notification ids the workers
+    held when asked, from `as_of` on: one that showed life since then may have tasks
+    they did not report). Returns those it finished; the customers it did not reach
+    keep no delivery."""
     now = timezone.now()
     reaped = []
     for notification in Notification.objects.filter(active=True):
         last_delivery = notification.deliveries.aggregate(last=models.Max("at"))["last"]
         signs = [notification.created_at, notification.started_at, last_delivery]
-        quiet = now - max(sign for sign in signs if sign is not None)
+        quiet = as_of - max(sign for sign in signs if sign is not None)
         notification_id = str(notification.id)
         if (
             quiet < timedelta(seconds=stale_after)

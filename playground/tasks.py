@@ -9,6 +9,7 @@ from celery.utils.log import get_task_logger
 from celery.utils.time import get_exponential_backoff_interval
 from django.conf import settings
 from django.core.mail import get_connection
+from django.utils import timezone
 
 from . import outbox, services
 from .models import Notification
@@ -102,7 +103,11 @@ def reap_stale_notifications() -> None:
     """Finishes, with the reason, an active notification whose work was lost (its
     messages gone with a broker's data), so that the next one can start. Safe to run
     again and on several workers: finishing is one conditional UPDATE."""
-    for notification in services.reap(settings.NOTIFY_STALE_AFTER, notifications_in_flight()):
+    # Asking the workers takes seconds: a notification that started meanwhile has tasks
+    # they may not have reported, so staleness counts up to when they were asked.
+    asked = timezone.now()
+    in_flight = notifications_in_flight()
+    for notification in services.reap(settings.NOTIFY_STALE_AFTER, in_flight, as_of=asked):
         logger.warning("Notification %s finished: %s", notification.id, notification.reason)
 
 

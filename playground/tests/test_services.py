@@ -206,7 +206,7 @@ def test_a_notification_whose_work_is_gone_is_finished_with_the_reason(customers
     services.record(stuck, customers[:2], Delivery.Status.SENT)
     quiet_for(stuck, 120)
 
-    reaped = services.reap(stale_after=60, in_flight=set())
+    reaped = services.reap(stale_after=60, in_flight=set(), as_of=timezone.now())
 
     assert reaped == [stuck]
     stuck.refresh_from_db()
@@ -220,13 +220,23 @@ def test_a_notification_is_not_reaped_while_it_shows_life_or_its_work_is_somewhe
     recent = services.claim(FIRST, "Hi")
     quiet_for(recent, 120)
     services.record(recent, customers[:1], Delivery.Status.SENT)  # a delivery just now
-    assert services.reap(stale_after=60, in_flight=set()) == []
+    assert services.reap(stale_after=60, in_flight=set(), as_of=timezone.now()) == []
 
     quiet_for(recent, 120)
-    assert services.reap(stale_after=60, in_flight={str(FIRST)}) == []  # a worker holds it
+    held_by_a_worker = {str(FIRST)}
+    assert services.reap(stale_after=60, in_flight=held_by_a_worker, as_of=timezone.now()) == []
 
+    # Waiting in the outbox for the broker.
     OutboxMessage.objects.create(task_id=FIRST, task="playground.tasks.notify_customers")
-    assert services.reap(stale_after=60, in_flight=set()) == []  # waiting for the broker
+    assert services.reap(stale_after=60, in_flight=set(), as_of=timezone.now()) == []
+
+
+def test_a_notification_that_showed_life_after_the_workers_were_asked_is_not_reaped(customers):
+    started = services.claim(FIRST, "Hi")
+    quiet_for(started, 70)  # quiet for longer than 60 s by now...
+    asked = timezone.now() - timedelta(seconds=80)  # ...but the workers were asked before
+
+    assert services.reap(stale_after=60, in_flight=set(), as_of=asked) == []
 
 
 def test_purging_deletes_what_finished_long_ago_and_keeps_the_rest(customers):
@@ -385,7 +395,7 @@ def test_a_reaped_notification_reports_its_unknowns_too(customers):
     Delivery.objects.create(notification=stuck, customer=customers[0], status="sending")
     quiet_for(stuck, 120)
 
-    assert services.reap(stale_after=60, in_flight=set()) == [stuck]
+    assert services.reap(stale_after=60, in_flight=set(), as_of=timezone.now()) == [stuck]
     assert services.progress(stuck)["unknown"] == 1
 
 

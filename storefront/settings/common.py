@@ -216,9 +216,13 @@ CELERY_TASK_ANNOTATIONS = {"*": {"Request": "playground.poison:DeliveryCountingR
 CELERY_WORKER_CONCURRENCY = int(env("CELERY_WORKER_CONCURRENCY", 2 * (os.cpu_count() or 1)))
 # Each pool process reserves one message at a time: none waits behind a long task.
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
-# A lost broker connection gives the running tasks' messages back to Redis, so stop
-# those tasks instead of letting them run on while another worker starts them again.
-CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = True
+# A lost broker connection leaves the running tasks running. Celery would cancel them
+# (its coming default), but a cancelled batch is recorded as revoked: its chord then
+# finishes the notification early, and on Redis its message was lost with the
+# connection (6 of 20 customers never emailed). Running on is safe: should the broker
+# hand the message to another worker meanwhile, the second run skips every customer
+# the first has a delivery row for (test_a_broker_killed_while_a_batch_runs_...).
+CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = False
 # SIGTERM waits for running tasks (warm shutdown). SIGQUIT or a second Ctrl-C still
 # gives them this long before the cold shutdown; what is cut off goes back to Redis.
 CELERY_WORKER_SOFT_SHUTDOWN_TIMEOUT = float(env("CELERY_WORKER_SOFT_SHUTDOWN_TIMEOUT", 10))
