@@ -49,6 +49,7 @@ from kombu.exceptions import ChannelError
 from harness.localpostgres import LocalPostgres, PostgresUnavailable
 from harness.localrabbitmq import LocalRabbitMQ, RabbitMQUnavailable
 from harness.localredis import LocalRedis, RedisUnavailable
+from harness.network import Network, NetworkUnavailable
 from harness.processes import (
     BASE_DIR,
     POSTGRES_RABBITMQ,
@@ -259,6 +260,17 @@ def started(server, name):
         pytest.exit(f"The postgres-rabbitmq tests need {name} and {why}.", returncode=1)
 
 
+@pytest.fixture
+def network():
+    """Hosts of their own on one machine (harness/network.py), removed after the test."""
+    try:
+        network = Network()
+    except NetworkUnavailable as why:
+        pytest.exit(f"The tests across hosts need network namespaces and {why}.", returncode=1)
+    yield network
+    network.remove()
+
+
 @pytest.fixture(scope="session")
 def postgres_server():
     server = started(LocalPostgres(free_port()), "PostgreSQL")
@@ -415,14 +427,21 @@ class Inbox:
 
 
 @pytest.fixture
-def smtp_server(project_env):
+def smtp_address():
+    """Where the SMTP server listens: this machine's loopback, unless a test's project
+    processes run on hosts of a test network (then its address there)."""
+    return "127.0.0.1"
+
+
+@pytest.fixture
+def smtp_server(project_env, smtp_address):
     """A real SMTP server (aiosmtpd) on a free port; the project's processes send to it."""
     logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd's every command
     inbox = Inbox()
     port = free_port()
-    controller = Controller(inbox, hostname="127.0.0.1", port=port)
+    controller = Controller(inbox, hostname=smtp_address, port=port)
     controller.start()
-    project_env.update(EMAIL_HOST="127.0.0.1", EMAIL_PORT=str(port))
+    project_env.update(EMAIL_HOST=smtp_address, EMAIL_PORT=str(port))
     yield inbox
     inbox.release()
     controller.stop()

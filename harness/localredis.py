@@ -30,24 +30,30 @@ class RedisUnavailable(RuntimeError):
 
 
 class LocalRedis:
-    def __init__(self, port, data_dir):
+    def __init__(self, port, data_dir, host=None):
+        """On this machine's loopback, or on a `host` of a harness.network.Network."""
         self.port = port
         self.data_dir = Path(data_dir)
+        self.host = host
+        self.address = host.address if host else "127.0.0.1"
         self.process = None
 
     def url(self, db=0):
-        return f"redis://127.0.0.1:{self.port}/{db}"
+        return f"redis://{self.address}:{self.port}/{db}"
 
     def start(self, timeout=10):
         executable = shutil.which("redis-server")
         if executable is None:
             raise RedisUnavailable("redis-server is not installed (not on PATH)")
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        argv = [executable, "--port", str(self.port), "--bind", "127.0.0.1"]
+        argv = [executable, "--port", str(self.port), "--bind", self.address]
         argv += ["--dir", str(self.data_dir), "--logfile", str(self.data_dir / "redis.log")]
         argv += [word for flag in REDIS_FLAGS for word in flag.split()]
         # Its own session: the Ctrl-C meant for the other processes must not stop
         # the broker under them.
+        if self.host:
+            # Reached from the test network's other hosts, which have no password.
+            argv = self.host.command([*argv, "--protected-mode", "no"])
         self.process = process = subprocess.Popen(argv, start_new_session=True)
         with suppress(NotYet):
             wait_until(lambda: self.answers() or process.poll() is not None, timeout)

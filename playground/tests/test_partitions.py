@@ -1,0 +1,85 @@
+"""Workers on hosts of their own (harness/network.py: network namespaces joined by a
+bridge), with the broker on another: a link cut mid-batch and healed, as a network
+would fail between machines. The SMTP server and this test run on the bridge's
+address; the database is the SQLite file all hosts share."""
+
+import socket
+
+import pytest
+
+from conftest import (
+    call,
+    deliveries,
+    procfile_command,
+    redis_env,
+    wait_until,
+    wait_until_done,
+    worker_answers,
+)
+from harness.localredis import LocalRedis
+from harness.processes import free_port
+
+
+@pytest.fixture
+def smtp_address(network):
+    return network.address
+
+
+@pytest.fixture
+def broker_host(network, project_env, tmp_path):
+    """A host of its own running the broker's Redis; the project's processes use it."""
+    host = network.host("broker")
+    server = LocalRedis(free_port(), tmp_path / "broker", host=host).start()
+    project_env.update(redis_env(server))
+    yield host
+    server.stop()
+
+
+@pytest.fixture
+def start_worker_on(start, project_env, network):
+    """Start a worker as the Procfile does, on a host of its own."""
+
+    def start_worker_on(name, *options):
+        host = network.host(name)
+        hostname = f"{name}@{socket.gethostname()}"
+        argv = [*procfile_command("worker"), f"--hostname={hostname}", *options]
+        worker = start(
+            name, host.command(argv), ready=lambda: worker_answers(project_env, hostname)
+        )
+        return host, worker
+
+    return start_worker_on
+
+
+def emails_per_customer(inbox):
+    return sorted(
+        sum(1 for message in inbox.messages if message["To"] == to)
+        for to in {message["To"] for message in inbox.messages}
+    )
+
+
+def test_a_worker_cut_off_from_the_broker_mid_batch_is_replaced_and_rejoins_once_healed(
+    network, broker_host, project_env, seed_customers, smtp_server, start_worker_on, database
+):
+    # Longer cut than the broker's visibility timeout: Redis hands the batch on.
+    project_env.update(NOTIFY_BATCH_SIZE="10", CELERY_VISIBILITY_TIMEOUT="3")
+    seed_customers(20)
+    smtp_server.hold_at = 4
+    first_host, _first = start_worker_on("first", "--concurrency=1")
+    call(project_env, "Across the cut")
+    smtp_server.wait_until_holding()
+
+    network.cut(first_host, broker_host)
+    _second_host, second = start_worker_on("second", "--concurrency=1")
+    smtp_server.release()
+    wait_until_done(database, timeout=120)
+    assert deliveries(database) == {"sent": 20}
+    assert emails_per_customer(smtp_server) == [1] * 20
+
+    # Healed, the first worker is back: alone, it runs the next notification.
+    network.heal(first_host, broker_host)
+    wait_until(lambda: worker_answers(project_env, f"first@{socket.gethostname()}"), timeout=60)
+    second.stop()
+    call(project_env, "After the cut")
+    wait_until_done(database, count=2, timeout=120)
+    assert emails_per_customer(smtp_server) == [2] * 20
