@@ -25,6 +25,7 @@ from urllib.parse import quote
 import requests
 
 from harness.localpostgres import alive, as_user, children
+from harness.network import Host
 from harness.processes import free_port
 from harness.waiting import NotYet, wait_until
 
@@ -41,8 +42,11 @@ class RabbitMQUnavailable(RuntimeError):
 
 
 class LocalRabbitMQ:
-    def __init__(self, port: int, data_dir: Path | None = None):
+    def __init__(self, port: int, data_dir: Path | None = None, host: Host | None = None):
+        """On this machine's loopback, or on a `host` of a harness.network.Network."""
         self.port = port
+        self.host = host
+        self.address = host.address if host else "127.0.0.1"
         # Chosen once: a restarted node serves on the same ports.
         self.management_port = free_port()
         self.dist_port = free_port()
@@ -53,14 +57,18 @@ class LocalRabbitMQ:
         self.log_path = self.data_dir / "console.log"
         self.process: subprocess.Popen[bytes] | None = None
 
+    def on_its_host(self, argv: list[str]) -> list[str]:
+        # rabbitmqctl too: the node's Erlang distribution listens on its host's loopback.
+        return self.host.command(argv) if self.host else argv
+
     def url(self, vhost: str) -> str:
         user, password = CREDENTIALS
-        return f"amqp://{user}:{password}@127.0.0.1:{self.port}/{quote(vhost, safe='')}"
+        return f"amqp://{user}:{password}@{self.address}:{self.port}/{quote(vhost, safe='')}"
 
     def _configure(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         (self.data_dir / "rabbitmq.conf").write_text(
-            "management.tcp.ip = 127.0.0.1\n"
+            f"management.tcp.ip = {self.address}\n"
             f"management.tcp.port = {self.management_port}\n"
             # The management API's queue counts lag by the queues' statistics interval
             # (ms) plus the collector's, its shortest sample interval (whole seconds):
@@ -71,7 +79,9 @@ class LocalRabbitMQ:
             "management.sample_retention_policies.detailed.10 = 1\n"
             "management.rates_mode = none\n"
             # A test machine's /tmp may be small: an alarm would block every publisher.
-            "disk_free_limit.absolute = 50MB\n"
+            "disk_free_limit.absolute = 50MB\n" + ("loopback_users = none\n" if self.host else "")
+            # On a test network's host, the tests' guest user connects from the other
+            # hosts' addresses, not from loopback.
         )
         (self.data_dir / "enabled_plugins").write_text("[rabbitmq_management].\n")
         # Read instead of /etc/rabbitmq/rabbitmq-env.conf, which names the machine's node.
@@ -95,7 +105,7 @@ class LocalRabbitMQ:
             "HOME": str(base),
             "RABBITMQ_CONF_ENV_FILE": str(base / "rabbitmq-env.conf"),
             "RABBITMQ_NODENAME": self.node,
-            "RABBITMQ_NODE_IP_ADDRESS": "127.0.0.1",
+            "RABBITMQ_NODE_IP_ADDRESS": self.address,
             "RABBITMQ_NODE_PORT": str(self.port),
             "RABBITMQ_DIST_PORT": str(self.dist_port),
             "RABBITMQ_CONFIG_FILE": str(base / "rabbitmq.conf"),
@@ -120,7 +130,7 @@ class LocalRabbitMQ:
             # the Ctrl-C meant for the other processes must not stop the broker
             # under them.
             self.process = process = subprocess.Popen(
-                [*as_user(USER), str(SERVER)],
+                self.on_its_host([*as_user(USER), str(SERVER)]),
                 env=self.environment(), cwd=self.data_dir, stdout=log, stderr=log,
                 start_new_session=True,
             )  # fmt: skip
@@ -138,7 +148,7 @@ class LocalRabbitMQ:
     def serves(self) -> bool:
         """Whether it accepts AMQP connections and answers its management API."""
         try:
-            socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+            socket.create_connection((self.address, self.port), timeout=1).close()
             return requests.get(self._api_url("overview"), auth=CREDENTIALS, timeout=2).ok
         except (OSError, requests.RequestException):
             return False
@@ -149,14 +159,14 @@ class LocalRabbitMQ:
 
     def ctl(self, *args: str) -> str:
         """rabbitmqctl on this node (about a second of its own VM's start)."""
-        argv = [*as_user(USER), str(CTL), "-n", self.node, *args]
+        argv = self.on_its_host([*as_user(USER), str(CTL), "-n", self.node, *args])
         done = subprocess.run(argv, env=self.environment(), capture_output=True, text=True)
         if done.returncode != 0:
             raise RuntimeError(f"rabbitmqctl {' '.join(args)}: {done.stdout}{done.stderr}")
         return done.stdout
 
     def _api_url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.management_port}/api/{path.lstrip('/')}"
+        return f"http://{self.address}:{self.management_port}/api/{path.lstrip('/')}"
 
     def api(self, path: str, method: str = "GET", body: Any = None) -> Any:
         """A management HTTP API call (path under /api/, names in it quoted); its JSON."""

@@ -1,7 +1,7 @@
 """Workers on hosts of their own (harness/network.py: network namespaces joined by a
-bridge), with the broker on another: a link cut mid-batch and healed, as a network
-would fail between machines. The SMTP server and this test run on the bridge's
-address; the database is the SQLite file all hosts share."""
+bridge), with the broker, Redis or RabbitMQ, on another: a link cut mid-batch and
+healed, as a network would fail between machines. The SMTP server and this test run
+on the bridge's address; the database is the SQLite file all hosts share."""
 
 import socket
 
@@ -16,6 +16,7 @@ from conftest import (
     wait_until_done,
     worker_answers,
 )
+from harness.localrabbitmq import LocalRabbitMQ
 from harness.localredis import LocalRedis
 from harness.processes import free_port
 
@@ -25,14 +26,23 @@ def smtp_address(network):
     return network.address
 
 
-@pytest.fixture
-def broker_host(network, project_env, tmp_path):
-    """A host of its own running the broker's Redis; the project's processes use it."""
+@pytest.fixture(params=["redis-broker", "rabbitmq-broker"])
+def broker_host(request, network, project_env, tmp_path):
+    """A host of its own running the broker, Redis or RabbitMQ; the project's processes
+    use it. Beside RabbitMQ, a Redis on another host for results and the cache."""
     host = network.host("broker")
-    server = LocalRedis(free_port(), tmp_path / "broker", host=host).start()
-    project_env.update(redis_env(server))
+    if request.param == "redis-broker":
+        redis = LocalRedis(free_port(), tmp_path / "broker", host=host).start()
+        project_env.update(redis_env(redis))
+        yield host
+        redis.stop()
+        return
+    redis = LocalRedis(free_port(), tmp_path / "cache", host=network.host("cache")).start()
+    rabbitmq = LocalRabbitMQ(free_port(), host=host).start()
+    project_env.update(redis_env(redis), CELERY_BROKER_URL=rabbitmq.create_vhost("partitions"))
     yield host
-    server.stop()
+    rabbitmq.remove()
+    redis.stop()
 
 
 @pytest.fixture
@@ -61,8 +71,11 @@ def emails_per_customer(inbox):
 def test_a_worker_cut_off_from_the_broker_mid_batch_is_replaced_and_rejoins_once_healed(
     network, broker_host, project_env, seed_customers, smtp_server, start_worker_on, database
 ):
-    # Longer cut than the broker's visibility timeout: Redis hands the batch on.
-    project_env.update(NOTIFY_BATCH_SIZE="10", CELERY_VISIBILITY_TIMEOUT="3")
+    # A cut longer than the broker takes to give up on the worker (Redis: the visibility
+    # timeout; RabbitMQ: missed heartbeats): it hands the batch on.
+    project_env.update(
+        NOTIFY_BATCH_SIZE="10", CELERY_VISIBILITY_TIMEOUT="3", CELERY_BROKER_HEARTBEAT="2"
+    )
     seed_customers(20)
     smtp_server.hold_at = 4
     first_host, _first = start_worker_on("first", "--concurrency=1")

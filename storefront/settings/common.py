@@ -235,6 +235,11 @@ CELERY_WORKER_MAX_MEMORY_PER_CHILD = int(env("CELERY_WORKER_MAX_MEMORY_PER_CHILD
 # notification leaves there outlives it (README, *Long-running*).
 CELERY_RESULT_EXPIRES = int(env("CELERY_RESULT_EXPIRES", 24 * 3600))
 
+# RabbitMQ: a worker that stops answering heartbeats for about this long (seconds) is
+# taken for gone: its connection is closed and its unacknowledged messages go to other
+# workers. Celery's default; a network cut is noticed no sooner.
+CELERY_BROKER_HEARTBEAT = float(env("CELERY_BROKER_HEARTBEAT", 120))
+
 # Redis hands a message that was taken but not acknowledged to another worker after
 # this long. It must exceed the hard time limit and any countdown, or a task still
 # running (or waiting for its countdown) would start a second time.
