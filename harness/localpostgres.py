@@ -16,6 +16,7 @@ from urllib.parse import quote
 import psycopg
 from psycopg import sql
 
+from harness.network import Host, on
 from harness.waiting import NotYet, wait_until
 
 USER = "postgres"
@@ -96,15 +97,18 @@ def children(pid: int) -> list[int]:
 
 
 class LocalPostgres:
-    def __init__(self, port: int, data_dir: Path | None = None):
+    def __init__(self, port: int, data_dir: Path | None = None, host: Host | None = None):
+        """On this machine's loopback, or on a `host` of a harness.network.Network."""
         self.port = port
+        self.host = host
+        self.address = host.address if host else "127.0.0.1"
         # Under /tmp, not pytest's tmp_path: that is 0700 root's, which postgres
         # cannot traverse.
         self.data_dir = Path(data_dir or tempfile.mkdtemp(prefix="storefront-postgres-"))
         self.log_path = self.data_dir / "postgres.log"
 
     def url(self, database: str) -> str:
-        return f"postgres://{USER}@127.0.0.1:{self.port}/{quote(database, safe='')}"
+        return f"postgres://{USER}@{self.address}:{self.port}/{quote(database, safe='')}"
 
     def start(self, timeout: float = 30) -> "LocalPostgres":
         bin_ = bin_dir()
@@ -112,10 +116,12 @@ class LocalPostgres:
             self._initdb(bin_)
         argv = [*as_user(USER), str(bin_ / "pg_ctl"), "start", "-D", str(self.data_dir)]
         argv += ["-l", str(self.log_path), "-w", "-t", str(int(timeout))]
-        argv += ["-o", f"-p {self.port}"]
+        argv += ["-o", f"-p {self.port} -h {self.address}"]
         # Its own session: the Ctrl-C meant for the other processes must not stop
         # the database under them (pg_ctl also detaches the postmaster itself).
-        done = subprocess.run(argv, capture_output=True, text=True, start_new_session=True)
+        done = subprocess.run(
+            on(self.host, argv), capture_output=True, text=True, start_new_session=True
+        )
         if done.returncode != 0:
             raise PostgresUnavailable(
                 f"pg_ctl start failed: {done.stdout}{done.stderr}{self.log()}"
@@ -142,6 +148,9 @@ class LocalPostgres:
             conf.write("\n# harness/localpostgres.py\n")
             for name, value in settings.items():
                 conf.write(f"{name} = '{value}'\n")
+        if self.host:  # reached from the test network's other hosts
+            with open(self.data_dir / "pg_hba.conf", "a") as hba:
+                hba.write("host all all samenet trust\n")
 
     def answers(self) -> bool:
         try:

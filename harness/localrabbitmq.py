@@ -25,7 +25,7 @@ from urllib.parse import quote
 import requests
 
 from harness.localpostgres import alive, as_user, children
-from harness.network import Host
+from harness.network import Host, on
 from harness.processes import free_port
 from harness.waiting import NotYet, wait_until
 
@@ -56,10 +56,6 @@ class LocalRabbitMQ:
         self.data_dir = Path(data_dir or tempfile.mkdtemp(prefix="storefront-rabbitmq-"))
         self.log_path = self.data_dir / "console.log"
         self.process: subprocess.Popen[bytes] | None = None
-
-    def on_its_host(self, argv: list[str]) -> list[str]:
-        # rabbitmqctl too: the node's Erlang distribution listens on its host's loopback.
-        return self.host.command(argv) if self.host else argv
 
     def url(self, vhost: str) -> str:
         user, password = CREDENTIALS
@@ -130,7 +126,7 @@ class LocalRabbitMQ:
             # the Ctrl-C meant for the other processes must not stop the broker
             # under them.
             self.process = process = subprocess.Popen(
-                self.on_its_host([*as_user(USER), str(SERVER)]),
+                on(self.host, [*as_user(USER), str(SERVER)]),
                 env=self.environment(), cwd=self.data_dir, stdout=log, stderr=log,
                 start_new_session=True,
             )  # fmt: skip
@@ -159,7 +155,8 @@ class LocalRabbitMQ:
 
     def ctl(self, *args: str) -> str:
         """rabbitmqctl on this node (about a second of its own VM's start)."""
-        argv = self.on_its_host([*as_user(USER), str(CTL), "-n", self.node, *args])
+        # On its host: the node's Erlang distribution listens on that host's loopback.
+        argv = on(self.host, [*as_user(USER), str(CTL), "-n", self.node, *args])
         done = subprocess.run(argv, env=self.environment(), capture_output=True, text=True)
         if done.returncode != 0:
             raise RuntimeError(f"rabbitmqctl {' '.join(args)}: {done.stdout}{done.stderr}")

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import redis
 
+from harness.network import on
 from harness.waiting import NotYet, wait_until
 from storefront.health import redis_answers
 
@@ -51,10 +52,9 @@ class LocalRedis:
         argv += [word for flag in REDIS_FLAGS for word in flag.split()]
         # Its own session: the Ctrl-C meant for the other processes must not stop
         # the broker under them.
-        if self.host:
-            # Reached from the test network's other hosts, which have no password.
-            argv = self.host.command([*argv, "--protected-mode", "no"])
-        self.process = process = subprocess.Popen(argv, start_new_session=True)
+        if self.host:  # reached from the test network's other hosts, without a password
+            argv += ["--protected-mode", "no"]
+        self.process = process = subprocess.Popen(on(self.host, argv), start_new_session=True)
         with suppress(NotYet):
             wait_until(lambda: self.answers() or process.poll() is not None, timeout)
         if not self.answers():

@@ -40,6 +40,11 @@ class Host:
         return ["ip", "netns", "exec", self.namespace, *argv]
 
 
+def on(host: Host | None, argv: list[str]) -> list[str]:
+    """`argv` run on `host`, or on this machine if None."""
+    return host.command(argv) if host else argv
+
+
 class Network:
     def __init__(self) -> None:
         if shutil.which("ip") is None:

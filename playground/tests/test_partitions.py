@@ -1,7 +1,8 @@
 """Workers on hosts of their own (harness/network.py: network namespaces joined by a
 bridge), with the broker, Redis or RabbitMQ, on another: a link cut mid-batch and
 healed, as a network would fail between machines. The SMTP server and this test run
-on the bridge's address; the database is the SQLite file all hosts share."""
+on the bridge's address; the database is the SQLite file all hosts share, or
+PostgreSQL on a host of its own where the link to it is cut."""
 
 import socket
 
@@ -16,6 +17,7 @@ from conftest import (
     wait_until_done,
     worker_answers,
 )
+from harness.localpostgres import LocalPostgres
 from harness.localrabbitmq import LocalRabbitMQ
 from harness.localredis import LocalRedis
 from harness.processes import free_port
@@ -46,6 +48,15 @@ def broker_host(request, network, project_env, tmp_path):
 
 
 @pytest.fixture
+def database_host(network, project_env):
+    """A host of its own running the database, PostgreSQL; the project's processes use it."""
+    server = LocalPostgres(free_port(), host=network.host("db")).start()
+    project_env["DATABASE_URL"] = server.create_database("partitions")
+    yield network.hosts[-1]
+    server.remove()
+
+
+@pytest.fixture
 def start_worker_on(start, project_env, network):
     """Start a worker as the Procfile does, on a host of its own."""
 
@@ -68,21 +79,24 @@ def emails_per_customer(inbox):
     )
 
 
-def test_a_worker_cut_off_from_the_broker_mid_batch_is_replaced_and_rejoins_once_healed(
-    network, broker_host, project_env, seed_customers, smtp_server, start_worker_on, database
+def cut_mid_batch_then_healed(
+    network, other_host, project_env, smtp_server, start_worker_on, database
 ):
+    """20 customers in batches of 10: the first worker's link to `other_host` is cut
+    while it is sending the first batch, a second worker starts, and once the
+    notification is done the link is healed. Then the first worker, alone, runs the
+    next notification."""
     # A cut longer than the broker takes to give up on the worker (Redis: the visibility
     # timeout; RabbitMQ: missed heartbeats): it hands the batch on.
     project_env.update(
         NOTIFY_BATCH_SIZE="10", CELERY_VISIBILITY_TIMEOUT="3", CELERY_BROKER_HEARTBEAT="2"
     )
-    seed_customers(20)
     smtp_server.hold_at = 4
     first_host, _first = start_worker_on("first", "--concurrency=1")
     call(project_env, "Across the cut")
     smtp_server.wait_until_holding()
 
-    network.cut(first_host, broker_host)
+    network.cut(first_host, other_host)
     _second_host, second = start_worker_on("second", "--concurrency=1")
     smtp_server.release()
     wait_until_done(database, timeout=120)
@@ -90,9 +104,32 @@ def test_a_worker_cut_off_from_the_broker_mid_batch_is_replaced_and_rejoins_once
     assert emails_per_customer(smtp_server) == [1] * 20
 
     # Healed, the first worker is back: alone, it runs the next notification.
-    network.heal(first_host, broker_host)
+    network.heal(first_host, other_host)
     wait_until(lambda: worker_answers(project_env, f"first@{socket.gethostname()}"), timeout=60)
     second.stop()
     call(project_env, "After the cut")
     wait_until_done(database, count=2, timeout=120)
     assert emails_per_customer(smtp_server) == [2] * 20
+
+
+def test_a_worker_cut_off_from_the_broker_mid_batch_is_replaced_and_rejoins_once_healed(
+    network, broker_host, project_env, seed_customers, smtp_server, start_worker_on, database
+):
+    seed_customers(20)
+    cut_mid_batch_then_healed(
+        network, broker_host, project_env, smtp_server, start_worker_on, database
+    )
+
+
+@pytest.mark.parametrize("broker_host", ["redis-broker"], indirect=True)
+def test_a_worker_cut_off_from_the_database_mid_batch_is_replaced_and_sends_nobody_two_emails(
+    network, broker_host, database_host, project_env, seed_customers, smtp_server,
+    start_worker_on, database,
+):  # fmt: skip
+    # The first worker is cut off while the SMTP server makes it wait for a recipient's
+    # answer: it then waits on the database to record its intent, and its batch is run
+    # by the second; once healed, it finds every customer recorded and sends nothing.
+    seed_customers(20)
+    cut_mid_batch_then_healed(
+        network, database_host, project_env, smtp_server, start_worker_on, database
+    )
