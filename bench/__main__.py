@@ -31,7 +31,7 @@ WORKER_VARIANTS = [
 
 
 SECTIONS = {
-    SQLITE_REDIS: ["page", "delay", "throughput", "latency", "job"],
+    SQLITE_REDIS: ["page", "delay", "throughput", "latency", "job", "hosts"],
     POSTGRES_RABBITMQ: ["job"],
 }
 
@@ -54,7 +54,10 @@ def measure(stack, chosen):
     stage = Stage(stack)
     os.environ.update(stage.env)  # this process enqueues and reads the same broker and database
     django.setup()
-    from bench import job, page, queue
+    # Read into the settings now. Left in the environment, Celery would take it over the
+    # broker of any other app made here (celery/app/utils.py: broker_url).
+    del os.environ["CELERY_BROKER_URL"]
+    from bench import hosts, job, page, queue
 
     sections = {
         "page": page.page,
@@ -62,6 +65,7 @@ def measure(stack, chosen):
         "throughput": lambda stage: queue.throughput(stage, WORKER_VARIANTS),
         "latency": queue.latency,
         "job": job.notification,
+        "hosts": hosts.worker_hosts,
     }
     try:
         return [row for name in chosen for row in sections[name](stage)]
