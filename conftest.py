@@ -27,6 +27,7 @@ import subprocess
 import sys
 import threading
 import uuid
+from collections import Counter
 from email import message_from_bytes
 from pathlib import Path
 from unittest.mock import patch
@@ -47,7 +48,7 @@ from kombu import Connection, Queue
 from kombu.exceptions import ChannelError
 
 from harness.localpostgres import LocalPostgres, PostgresUnavailable
-from harness.localrabbitmq import LocalRabbitMQ, RabbitMQUnavailable
+from harness.localrabbitmq import LocalRabbitMQ, RabbitMQCluster, RabbitMQUnavailable
 from harness.localredis import LocalRedis, RedisUnavailable
 from harness.network import Network, NetworkUnavailable
 from harness.processes import (
@@ -177,9 +178,9 @@ def wait_until_done(database, count=1, timeout=60):
     wait_until(lambda: done_notifications(database) >= count, timeout, f"{count} done")
 
 
-def port_open(port):
+def port_open(port, address="127.0.0.1"):
     try:
-        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+        socket.create_connection((address, port), timeout=0.5).close()
     except OSError:
         return False
     return True
@@ -271,6 +272,75 @@ def network():
     network.remove()
 
 
+@pytest.fixture
+def network_redis(network, project_env, tmp_path):
+    """A Redis on a host of its own: the project's processes' cache, results and Beat's
+    lock, and their broker until the test names another."""
+    server = LocalRedis(free_port(), tmp_path / "network-redis", host=network.host("redis"))
+    server.start()
+    project_env.update(redis_env(server))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def database_host(network, project_env):
+    """A host of its own running the database, PostgreSQL (migrated); the project's
+    processes use it."""
+    host = network.host("db")
+    server = started(LocalPostgres(free_port(), host=host), "PostgreSQL")
+    project_env["DATABASE_URL"] = server.create_database("on_its_host")
+    manage(project_env, "migrate", "--noinput")
+    yield host
+    server.remove()
+
+
+@pytest.fixture
+def rabbitmq_cluster(network, network_redis, project_env):
+    """Three RabbitMQ nodes clustered, each on a host of its own; the project's processes
+    get the URL of every node, in a vhost of the test's own (and Redis on another host
+    for results and the cache)."""
+    cluster = started(RabbitMQCluster(network), "a RabbitMQ cluster")
+    project_env["CELERY_BROKER_URL"] = cluster.create_vhost("cluster")
+    yield cluster
+    cluster.remove()
+
+
+@pytest.fixture
+def start_worker_on(start, project_env, network):
+    """Start a worker as the Procfile does, on a host of its own."""
+
+    def start_worker_on(name, *options):
+        host = network.host(name)
+        hostname = f"{name}@{socket.gethostname()}"
+        argv = [*procfile_command("worker"), f"--hostname={hostname}", *options]
+        worker = start(
+            name, host.command(argv), ready=lambda: worker_answers(project_env, hostname)
+        )
+        return host, worker
+
+    return start_worker_on
+
+
+@pytest.fixture
+def start_web_on(start, network, project_env):
+    """Start the web server on a host of its own."""
+
+    def start_web_on(name):
+        host, port = network.host(name), free_port()
+        project_env["ALLOWED_HOSTS"] = host.address
+        argv = [sys.executable, "manage.py", "runserver", "--noreload", f"{host.address}:{port}"]
+        ready = lambda: port_open(port, host.address)  # noqa: E731
+        return start(name, host.command(argv), ready=ready, port=port, address=host.address)
+
+    return start_web_on
+
+
+def emails_per_customer(inbox):
+    """How many emails each customer who got one got, fewest first."""
+    return sorted(Counter(message["To"] for message in inbox.messages).values())
+
+
 @pytest.fixture(scope="session")
 def postgres_server():
     server = started(LocalPostgres(free_port()), "PostgreSQL")
@@ -326,9 +396,9 @@ def start(project_env, tmp_path):
     """Start a process of the project; every one is stopped when the test ends."""
     started = []
 
-    def start(name, argv, ready=None, port=None):
+    def start(name, argv, ready=None, port=None, address="127.0.0.1"):
         """`ready`: a condition that holds once the process serves (no log line)."""
-        process = ProjectProcess(argv, project_env, tmp_path / f"{name}.log", port)
+        process = ProjectProcess(argv, project_env, tmp_path / f"{name}.log", port, address)
         started.append(process)
         if ready:
             process.wait_until(ready)
@@ -427,9 +497,11 @@ class Inbox:
 
 
 @pytest.fixture
-def smtp_address():
-    """Where the SMTP server listens: this machine's loopback, unless a test's project
-    processes run on hosts of a test network (then its address there)."""
+def smtp_address(request):
+    """Where the SMTP server listens: this machine's loopback, unless the test's project
+    processes run on hosts of a test network (then this process's address there)."""
+    if "network" in request.fixturenames:
+        return request.getfixturevalue("network").address
     return "127.0.0.1"
 
 

@@ -17,6 +17,7 @@ import signal
 import socket
 import subprocess
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ from urllib.parse import quote
 import requests
 
 from harness.localpostgres import alive, as_user, children
-from harness.network import Host, on
+from harness.network import Host, Network, on
 from harness.processes import free_port
 from harness.waiting import NotYet, wait_until
 
@@ -42,15 +43,27 @@ class RabbitMQUnavailable(RuntimeError):
 
 
 class LocalRabbitMQ:
-    def __init__(self, port: int, data_dir: Path | None = None, host: Host | None = None):
-        """On this machine's loopback, or on a `host` of a harness.network.Network."""
+    def __init__(
+        self,
+        port: int,
+        data_dir: Path | None = None,
+        host: Host | None = None,
+        cookie: str | None = None,
+        peers: tuple[str, ...] = (),
+    ):
+        """On this machine's loopback, or on a `host` of a harness.network.Network. On
+        a host, its node is named by the host's address (Erlang's long names), as the
+        other nodes of a cluster reach it: `peers` names the cluster's nodes, which
+        it joins as it first starts, sharing their `cookie`."""
         self.port = port
         self.host = host
         self.address = host.address if host else "127.0.0.1"
         # Chosen once: a restarted node serves on the same ports.
         self.management_port = free_port()
         self.dist_port = free_port()
-        self.node = f"storefront-test-{port}@localhost"
+        self.node = f"storefront-test-{port}@{host.address if host else 'localhost'}"
+        self.cookie = cookie or secrets.token_hex(20)
+        self.peers = peers
         # Under /tmp, not pytest's tmp_path: that is 0700 root's, which the node's
         # user cannot traverse.
         self.data_dir = Path(data_dir or tempfile.mkdtemp(prefix="storefront-rabbitmq-"))
@@ -75,9 +88,11 @@ class LocalRabbitMQ:
             "management.sample_retention_policies.detailed.10 = 1\n"
             "management.rates_mode = none\n"
             # A test machine's /tmp may be small: an alarm would block every publisher.
-            "disk_free_limit.absolute = 50MB\n" + ("loopback_users = none\n" if self.host else "")
+            "disk_free_limit.absolute = 50MB\n"
             # On a test network's host, the tests' guest user connects from the other
             # hosts' addresses, not from loopback.
+            + ("loopback_users = none\n" if self.host else "")
+            + self._cluster_formation()
         )
         (self.data_dir / "enabled_plugins").write_text("[rabbitmq_management].\n")
         # Read instead of /etc/rabbitmq/rabbitmq-env.conf, which names the machine's node.
@@ -85,11 +100,27 @@ class LocalRabbitMQ:
         # A cookie of its own (Erlang reads $HOME/.erlang.cookie), for rabbitmqctl.
         cookie = self.data_dir / ".erlang.cookie"
         if not cookie.exists():
-            cookie.write_text(secrets.token_hex(20))
+            cookie.write_text(self.cookie)
             cookie.chmod(0o400)
         for path in [self.data_dir, *self.data_dir.rglob("*")]:
             if os.geteuid() == 0:
                 shutil.chown(path, USER, USER)
+
+    def _cluster_formation(self) -> str:
+        if not self.peers:
+            return ""
+        nodes = "".join(
+            f"cluster_formation.classic_config.nodes.{index} = {node}\n"
+            for index, node in enumerate(self.peers, start=1)
+        )
+        # A node cut off from the others' majority stops serving until it is back,
+        # instead of taking writes the majority never sees (RabbitMQ's advice for three
+        # nodes or more).
+        return (
+            "cluster_formation.peer_discovery_backend = classic_config\n"
+            + nodes
+            + "cluster_partition_handling = pause_minority\n"
+        )
 
     def environment(self) -> dict[str, str]:
         """The node's environment, for rabbitmq-server and rabbitmqctl alike; nothing
@@ -112,9 +143,10 @@ class LocalRabbitMQ:
             # The schedulers sleep when idle instead of spinning: the tests' processes
             # share two cores with it.
             "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS": (
-                "-kernel inet_dist_use_interface {127,0,0,1}"
+                f"-kernel inet_dist_use_interface {{{self.address.replace('.', ',')}}}"
                 " +sbwt none +sbwtdcpu none +sbwtdio none"
             ),
+            "RABBITMQ_USE_LONGNAME": "true" if self.host else "false",
         }
 
     def start(self, timeout: float = 60) -> "LocalRabbitMQ":
@@ -243,3 +275,53 @@ class LocalRabbitMQ:
         finally:
             self.kill()
             shutil.rmtree(self.data_dir, ignore_errors=True)
+
+
+class RabbitMQCluster:
+    """Three (or `size`) throwaway nodes clustered, each on a host of its own of a
+    harness.network.Network, serving AMQP on the same port of each host's address."""
+
+    def __init__(self, network: Network, size: int = 3):
+        self.port = free_port()
+        hosts = [network.host(f"rabbit{index}") for index in range(1, size + 1)]
+        names = [f"storefront-test-{self.port}@{host.address}" for host in hosts]
+        cookie = secrets.token_hex(20)
+        self.nodes = [
+            LocalRabbitMQ(self.port, host=host, cookie=cookie, peers=tuple(names)) for host in hosts
+        ]
+
+    def start(self) -> "RabbitMQCluster":
+        # The first alone, then the others at once: each joins it as it starts (nodes
+        # that all start together may each wait for another to be first).
+        first, *others = self.nodes
+        first.start()
+        with ThreadPoolExecutor(len(others) or 1) as pool:
+            list(pool.map(LocalRabbitMQ.start, others))
+        return self
+
+    def running(self) -> list[str]:
+        """The names of the nodes that the cluster, as one of its live nodes sees it,
+        counts as running."""
+        return [node["name"] for node in self._live().api("nodes") if node["running"]]
+
+    def create_vhost(self, name: str) -> str:
+        """A vhost of the cluster's (made on one node, it is every node's); the URL list
+        that names every node, as CELERY_BROKER_URL takes it."""
+        self.nodes[0].create_vhost(name)
+        return ";".join(node.url(name) for node in self.nodes)
+
+    def leader(self, vhost: str, queue: str) -> LocalRabbitMQ:
+        """The node that leads a quorum queue (its replicas follow)."""
+        name = self._live().queue(vhost, queue)["leader"]
+        return next(node for node in self.nodes if node.node == name)
+
+    def queue_members(self, vhost: str, queue: str) -> list[str]:
+        """The nodes that keep a replica of a quorum queue, and are up."""
+        return list(self._live().queue(vhost, queue)["online"])
+
+    def _live(self) -> LocalRabbitMQ:
+        return next(node for node in self.nodes if node.serves())
+
+    def remove(self) -> None:
+        for node in self.nodes:
+            node.remove()

@@ -94,8 +94,8 @@ def manage(env, *args, check=True):
 class ProjectProcess:
     """One running process of the project, its output kept in a log file."""
 
-    def __init__(self, argv, env, log_path, port=None):
-        self.argv, self.log_path, self.port = argv, log_path, port
+    def __init__(self, argv, env, log_path, port=None, address="127.0.0.1"):
+        self.argv, self.log_path, self.port, self.address = argv, log_path, port, address
         with open(log_path, "wb") as log:
             # A session of its own, so that nothing it leaves behind outlives the test.
             self.popen = subprocess.Popen(
@@ -104,7 +104,7 @@ class ProjectProcess:
             )  # fmt: skip
 
     def url(self, path):
-        return f"http://127.0.0.1:{self.port}{path}"
+        return f"http://{self.address}:{self.port}{path}"
 
     def log(self):
         return self.log_path.read_text(errors="replace")

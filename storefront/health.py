@@ -1,5 +1,6 @@
 """GET /healthz: 200 when the database, the cache and the broker (Redis or RabbitMQ)
-answer, 503 naming what is down. Served by a middleware ahead of the others, so that
+answer, 503 naming what is down; with the broker node that answered (a cluster's
+URL list names several). Served by a middleware ahead of the others, so that
 probes, which come with whatever Host header the orchestrator uses, need neither
 ALLOWED_HOSTS nor HTTPS; every check has a short timeout, so the answer never hangs."""
 
@@ -24,8 +25,9 @@ def redis_answers(url, timeout=TIMEOUT):
         client.close()
 
 
-def broker_answers(timeout=TIMEOUT):
-    """Whether the broker takes a connection within `timeout` seconds, whatever it is."""
+def broker_node(timeout=TIMEOUT):
+    """The broker node (host:port) that took a connection within `timeout` seconds,
+    whatever the broker, each node of a cluster's URL list tried once; None if none did."""
     options = {"socket_timeout": timeout, "socket_connect_timeout": timeout, "max_retries": 0}
     connection = Connection(
         settings.CELERY_BROKER_URL,
@@ -34,11 +36,12 @@ def broker_answers(timeout=TIMEOUT):
         transport_options=options if not settings.BROKER_IS_RABBITMQ else {},
     )
     try:
-        # One try: kombu's default would wait seconds before retrying.
-        connection.ensure_connection(max_retries=1, interval_start=0, interval_step=0)
-        return True
+        # Without waiting between tries: kombu's default would wait seconds.
+        tries = max(len(connection.alt), 2)
+        connection.ensure_connection(max_retries=tries - 1, interval_start=0, interval_step=0)
+        return connection.host
     except Exception:  # any transport's error means the same: not answering
-        return False
+        return None
     finally:
         connection.release()
 
@@ -61,13 +64,15 @@ def cache_answers():
 
 
 def health():
+    node = broker_node()
     checks = {
         "database": database_answers(),
         "cache": cache_answers(),
-        "broker": broker_answers(),
+        "broker": node is not None,
     }
     down = [name for name, ok in checks.items() if not ok]
-    body = {"status": "down" if down else "ok", "down": down}
+    # Which node serves, for an operator checking a cluster (README, *Scaling out*).
+    body = {"status": "down" if down else "ok", "down": down, "broker_node": node}
     return JsonResponse(body, status=503 if down else 200)
 
 

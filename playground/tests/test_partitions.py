@@ -11,72 +11,27 @@ import pytest
 from conftest import (
     call,
     deliveries,
-    procfile_command,
-    redis_env,
+    emails_per_customer,
+    started,
     wait_until,
     wait_until_done,
     worker_answers,
 )
-from harness.localpostgres import LocalPostgres
 from harness.localrabbitmq import LocalRabbitMQ
-from harness.localredis import LocalRedis
 from harness.processes import free_port
 
 
-@pytest.fixture
-def smtp_address(network):
-    return network.address
-
-
 @pytest.fixture(params=["redis-broker", "rabbitmq-broker"])
-def broker_host(request, network, project_env, tmp_path):
+def broker_host(request, network, network_redis, project_env):
     """A host of its own running the broker, Redis or RabbitMQ; the project's processes
-    use it. Beside RabbitMQ, a Redis on another host for results and the cache."""
-    host = network.host("broker")
+    use it. Beside RabbitMQ, the Redis on another host keeps results and the cache."""
     if request.param == "redis-broker":
-        redis = LocalRedis(free_port(), tmp_path / "broker", host=host).start()
-        project_env.update(redis_env(redis))
-        yield host
-        redis.stop()
+        yield network_redis.host
         return
-    redis = LocalRedis(free_port(), tmp_path / "cache", host=network.host("cache")).start()
-    rabbitmq = LocalRabbitMQ(free_port(), host=host).start()
-    project_env.update(redis_env(redis), CELERY_BROKER_URL=rabbitmq.create_vhost("partitions"))
-    yield host
+    rabbitmq = started(LocalRabbitMQ(free_port(), host=network.host("broker")), "RabbitMQ")
+    project_env["CELERY_BROKER_URL"] = rabbitmq.create_vhost("partitions")
+    yield rabbitmq.host
     rabbitmq.remove()
-    redis.stop()
-
-
-@pytest.fixture
-def database_host(network, project_env):
-    """A host of its own running the database, PostgreSQL; the project's processes use it."""
-    server = LocalPostgres(free_port(), host=network.host("db")).start()
-    project_env["DATABASE_URL"] = server.create_database("partitions")
-    yield network.hosts[-1]
-    server.remove()
-
-
-@pytest.fixture
-def start_worker_on(start, project_env, network):
-    """Start a worker as the Procfile does, on a host of its own."""
-
-    def start_worker_on(name, *options):
-        host = network.host(name)
-        hostname = f"{name}@{socket.gethostname()}"
-        argv = [*procfile_command("worker"), f"--hostname={hostname}", *options]
-        worker = start(
-            name, host.command(argv), ready=lambda: worker_answers(project_env, hostname)
-        )
-        return host, worker
-
-    return start_worker_on
-
-
-def emails_per_customer(inbox):
-    return sorted(
-        sum(1 for message in inbox.messages if message["To"] == to)
-        for to in {message["To"] for message in inbox.messages}
-    )
 
 
 def cut_mid_batch_then_healed(

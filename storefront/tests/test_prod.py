@@ -70,8 +70,12 @@ def test_healthz_names_what_is_down_within_a_second_and_recovers(own_redis, prod
     own_redis.start()
     back = requests.get(prod_web.url("/healthz"), headers=probe, timeout=5)
 
-    assert (up.status_code, up.json()) == (200, {"status": "ok", "down": []})
-    assert (down.status_code, down.json()) == (503, {"status": "down", "down": ["cache", "broker"]})
+    node = f"127.0.0.1:{own_redis.port}"
+    assert (up.status_code, up.json()) == (200, {"status": "ok", "down": [], "broker_node": node})
+    assert (down.status_code, down.json()) == (
+        503,
+        {"status": "down", "down": ["cache", "broker"], "broker_node": None},
+    )
     assert seconds < 1
     assert back.status_code == 200
 

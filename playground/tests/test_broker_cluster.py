@@ -1,0 +1,51 @@
+"""The course's "cluster of message brokers": three RabbitMQ nodes, each on a host of its
+own (harness/network.py), the task queue a quorum queue replicated on all three, every
+publish confirmed by a majority. The web, two workers, the database and Redis (results,
+cache) each on a host of their own; every process is given the URL of every node
+(CELERY_BROKER_URL, `;`-separated) and fails over to the next on its own."""
+
+import pytest
+import requests
+
+from conftest import deliveries, emails_per_customer, wait_until, wait_until_done
+from harness.processes import POSTGRES_RABBITMQ
+from playground.models import OutboxMessage
+
+CUSTOMERS = 10_000
+
+
+@pytest.mark.timeout(600)  # two notifications of 10,000 emails, a node restarted
+@pytest.mark.parametrize("stack", [POSTGRES_RABBITMQ], indirect=True)
+def test_the_node_leading_the_task_queue_lost_mid_notification_costs_no_email_and_rejoins(
+    network, rabbitmq_cluster, network_redis, database_host, project_env, seed_customers,
+    smtp_server, start_worker_on, start_web_on, database,
+):  # fmt: skip
+    seed_customers(CUSTOMERS)
+    web = start_web_on("web")
+    start_worker_on("worker1")
+    start_worker_on("worker2")
+
+    assert requests.get(web.url("/playground/hello/"), timeout=10).ok
+    wait_until(lambda: deliveries(database).get("sent", 0) >= CUSTOMERS // 5, timeout=120)
+    leader = rabbitmq_cluster.leader("cluster", "celery")
+    leader.kill()
+
+    # The web keeps answering, served by a node that is left.
+    health = requests.get(web.url("/healthz"), timeout=10).json()
+    assert health["status"] == "ok"
+    assert health["broker_node"] != f"{leader.address}:{leader.port}"
+    # The workers moved to the nodes left, and finish the notification.
+    wait_until_done(database, timeout=300)
+    assert deliveries(database) == {"sent": CUSTOMERS}
+    assert emails_per_customer(smtp_server) == [1] * CUSTOMERS
+
+    # The next notification, while the node is still down: the nodes left confirm its
+    # message, so the web keeps nothing in its outbox.
+    assert requests.get(web.url("/playground/hello/"), timeout=10).ok
+    assert not OutboxMessage.objects.using(database).exists()
+    # The lost node comes back, rejoins the cluster and the queue, mid-notification.
+    leader.start()
+    wait_until(lambda: leader.node in rabbitmq_cluster.running(), timeout=60)
+    wait_until_done(database, count=2, timeout=300)
+    assert emails_per_customer(smtp_server) == [2] * CUSTOMERS
+    assert leader.node in rabbitmq_cluster.queue_members("cluster", "celery")
