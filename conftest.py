@@ -49,7 +49,7 @@ from kombu.exceptions import ChannelError
 
 from harness.localpostgres import LocalPostgres, PostgresUnavailable
 from harness.localrabbitmq import LocalRabbitMQ, RabbitMQCluster, RabbitMQUnavailable
-from harness.localredis import LocalRedis, RedisUnavailable
+from harness.localredis import LocalRedis, RedisUnavailable, RedisWithSentinels
 from harness.network import Network, NetworkUnavailable
 from harness.processes import (
     BASE_DIR,
@@ -304,6 +304,21 @@ def rabbitmq_cluster(network, network_redis, project_env):
     project_env["CELERY_BROKER_URL"] = cluster.create_vhost("cluster")
     yield cluster
     cluster.remove()
+
+
+@pytest.fixture
+def redis_with_sentinels(network, project_env, tmp_path):
+    """A Redis primary and its replica watched by three Sentinels, each on a host of its
+    own; the project's processes reach Redis (broker, results, cache) through the
+    Sentinels."""
+    servers = RedisWithSentinels(network, tmp_path / "sentinels").start()
+    project_env.update(
+        CELERY_BROKER_URL=servers.url(BROKER_DB),
+        REDIS_CACHE_URL=servers.url(CACHE_DB),
+        REDIS_SENTINEL_MASTER=servers.master,
+    )
+    yield servers
+    servers.stop()
 
 
 @pytest.fixture

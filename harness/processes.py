@@ -36,6 +36,8 @@ def worker_answers(env, hostname):
     """Whether a worker with this hostname answers a ping through the processes' broker."""
     # Not the current app: this process keeps sending through storefront's.
     app = Celery(broker=env["CELERY_BROKER_URL"], set_as_current=False)
+    if master := env.get("REDIS_SENTINEL_MASTER"):  # a broker reached through Sentinel
+        app.conf.broker_transport_options = {"master_name": master}
     try:
         return bool(app.control.ping([hostname], timeout=0.5))
     except (OSError, redis.RedisError, OperationalError):  # a broker just restarted: not yet

@@ -12,6 +12,8 @@ import redis
 from celery.beat import Scheduler
 from django.conf import settings
 
+from storefront import sentinel
+
 logger = logging.getLogger(__name__)
 
 ANOTHER_BEAT = "beat: another Celery Beat holds the lock; exactly one may run."
@@ -24,7 +26,7 @@ class SingleBeatScheduler(Scheduler):
     lock_timeout = 30
 
     def setup_schedule(self):
-        client = redis.Redis.from_url(settings.REDIS_CACHE_URL)
+        client = sentinel.client(settings.REDIS_CACHE_URL)
         self.lock = client.lock(self.lock_name, timeout=self.lock_timeout)
         if not self.lock.acquire(blocking=False):
             raise SystemExit(ANOTHER_BEAT)

@@ -11,12 +11,14 @@ from django.db import connection
 from django.http import JsonResponse
 from kombu import Connection
 
+from storefront import sentinel
+
 TIMEOUT = 0.5
 
 
 def redis_answers(url, timeout=TIMEOUT):
     """Whether a Redis at `url` answers PING within `timeout` seconds."""
-    client = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
+    client = sentinel.client(url, socket_timeout=timeout, socket_connect_timeout=timeout)
     try:
         return client.ping()
     except redis.RedisError:
@@ -32,13 +34,18 @@ def broker_node(timeout=TIMEOUT):
     connection = Connection(
         settings.CELERY_BROKER_URL,
         connect_timeout=timeout,
-        # Redis reads these; RabbitMQ's client takes only what it knows.
-        transport_options=options if not settings.BROKER_IS_RABBITMQ else {},
+        # Redis reads these (and Sentinel's master_name); RabbitMQ's client takes only
+        # what it knows.
+        transport_options={}
+        if settings.BROKER_IS_RABBITMQ
+        else settings.CELERY_BROKER_TRANSPORT_OPTIONS | options,
     )
     try:
         # Without waiting between tries: kombu's default would wait seconds.
         tries = max(len(connection.alt), 2)
         connection.ensure_connection(max_retries=tries - 1, interval_start=0, interval_step=0)
+        if sentinel.is_sentinel(settings.CELERY_BROKER_URL):  # not the Sentinel that answered
+            return sentinel.primary(settings.CELERY_BROKER_URL, socket_timeout=timeout)
         return connection.host
     except Exception:  # any transport's error means the same: not answering
         return None

@@ -17,7 +17,8 @@ LINDEX celery.malformed -1 > message.json`, edit it, `redis-cli -n 1 -x LPUSH ce
 message.json`, then `redis-cli -n 1 RPOP celery.malformed`. Nothing trims the list: each
 entry was logged as an error, and `DEL celery.malformed` empties it.
 
-The settings register this class under the URL schemes redis and rediss, so
+The settings register this class under the URL schemes redis and rediss (and its
+Sentinel form under sentinel), so
 CELERY_BROKER_URL alone still decides which transport runs. (kombu takes a class by path
 from the `transport` argument, Celery's broker_transport, but that one would win over
 every URL: the tests' memory:// and a RabbitMQ amqp:// too.)"""
@@ -134,3 +135,11 @@ class Channel(redis.Channel):
 
 class Transport(redis.Transport):
     Channel = Channel
+
+
+class SentinelChannel(Channel, redis.SentinelChannel):
+    """The same, on a Redis reached through Sentinel (sentinel:// URLs)."""
+
+
+class SentinelTransport(redis.SentinelTransport):
+    Channel = SentinelChannel

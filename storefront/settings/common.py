@@ -13,6 +13,7 @@ from kombu import transport as kombu_transport
 
 from storefront.logs import logging_config, report_errors_to_sentry
 from storefront.rabbitmq import task_queues
+from storefront.sentinel import is_sentinel
 
 from .environment import env, env_bool, env_list, env_redis_url
 
@@ -128,12 +129,29 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # Redis also keeps Celery's results and Beat's lock, whatever the broker is: switching
 # the broker to RabbitMQ changes CELERY_BROKER_URL and nothing else.
 REDIS_CACHE_URL = env_redis_url("REDIS_CACHE_URL")
+# Any of the Redis URLs may name Sentinels instead (sentinel://host:26379/DB;sentinel://…):
+# they name the primary of this Redis set, and its replica once promoted
+# (storefront/sentinel.py; README, *Scaling out*).
+REDIS_URLS = (
+    REDIS_CACHE_URL,
+    env("CELERY_BROKER_URL"),
+    env("CELERY_RESULT_BACKEND", REDIS_CACHE_URL),
+)
+USES_SENTINEL = any(is_sentinel(url) for url in REDIS_URLS)
+REDIS_SENTINEL_MASTER = env("REDIS_SENTINEL_MASTER", "storefront")
 CACHES = {
     "default": {
         "BACKEND": "django.core.cache.backends.redis.RedisCache",
-        "LOCATION": REDIS_CACHE_URL,
+        # In a list: Django would take each of a string's `;`-separated Sentinels for a
+        # server of its own.
+        "LOCATION": [REDIS_CACHE_URL],
         # A hung Redis fails a cache call in half a second instead of hanging the page.
-        "OPTIONS": {"socket_timeout": 0.5, "socket_connect_timeout": 0.5},
+        "OPTIONS": {"socket_timeout": 0.5, "socket_connect_timeout": 0.5}
+        | (
+            {"pool_class": "storefront.sentinel.SentinelPool", "master_name": REDIS_SENTINEL_MASTER}
+            if is_sentinel(REDIS_CACHE_URL)
+            else {}
+        ),
     },
     # What each process may remember for a second without asking anyone: the hello
     # page's lookup of the notification on its way is most of its cost (README,
@@ -173,7 +191,9 @@ BROKER_IS_RABBITMQ = urlsplit(CELERY_BROKER_URL).scheme in ("amqp", "amqps", "py
 # memory:// (the tests) and amqp:// (RabbitMQ) keep their own transports. Here, before
 # any connection: kombu keeps the class it first finds for a name.
 kombu_transport.TRANSPORT_ALIASES.update(
-    redis="storefront.transport:Transport", rediss="storefront.transport:Transport"
+    redis="storefront.transport:Transport",
+    rediss="storefront.transport:Transport",
+    sentinel="storefront.transport:SentinelTransport",
 )
 # Results (and the STARTED state) in the cache's Redis, so Flower and AsyncResult can
 # report them, and the chord that finishes a notification can count its batches (which
@@ -246,7 +266,7 @@ CELERY_BROKER_HEARTBEAT = float(env("CELERY_BROKER_HEARTBEAT", 120))
 # A worker killed whole (not just a pool process) leaves its message to the next
 # worker that starts or sweeps (every 10 s) after this long.
 CELERY_VISIBILITY_TIMEOUT = float(env("CELERY_VISIBILITY_TIMEOUT", 300))
-CELERY_BROKER_TRANSPORT_OPTIONS = {
+CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, object] = {
     "visibility_timeout": CELERY_VISIBILITY_TIMEOUT,
     "unacked_restore_interval": 10,
     "unacked_restore_throttle": 1,
@@ -257,7 +277,12 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     "socket_connect_timeout": 0.5,
     "max_retries": 0,
 }
-CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_VISIBILITY_TIMEOUT}
+CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS: dict[str, object] = {
+    "visibility_timeout": CELERY_VISIBILITY_TIMEOUT
+}
+if USES_SENTINEL:  # kombu and Celery ask the Sentinels for the primary of this name
+    CELERY_BROKER_TRANSPORT_OPTIONS["master_name"] = REDIS_SENTINEL_MASTER
+    CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS["master_name"] = REDIS_SENTINEL_MASTER
 if BROKER_IS_RABBITMQ:
     # Quorum queues with a delivery limit and a dead-letter queue (storefront/rabbitmq.py).
     # Countdowns (retries' backoff, the one-active rule's retry) wait in RabbitMQ's

@@ -38,14 +38,15 @@ def env_list(name: str) -> list[str]:
 
 
 def env_redis_url(name: str, default: object = None) -> str:
-    """A variable that must name a Redis: anything else stops the process at start,
-    instead of failing later on a page or in a task."""
+    """A variable that must name a Redis (a server, or its Sentinels): anything else
+    stops the process at start, instead of failing later on a page or in a task."""
     value = env(name, default)
     scheme = urlsplit(value).scheme
-    if scheme not in ("redis", "rediss"):
+    if scheme not in ("redis", "rediss", "sentinel"):
         # The scheme only: the rest of a URL may hold a password.
         sys.exit(
-            f"storefront: {name} must be a Redis URL (redis:// or rediss://), not {scheme}://…:"
-            " results, the cache and Beat's lock live in Redis, whatever the broker."
+            f"storefront: {name} must be a Redis URL (redis://, rediss:// or sentinel://),"
+            f" not {scheme}://…: results, the cache and Beat's lock live in Redis, whatever"
+            " the broker."
         )
     return value
