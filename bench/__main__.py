@@ -31,7 +31,7 @@ WORKER_VARIANTS = [
 
 
 SECTIONS = {
-    SQLITE_REDIS: ["page", "delay", "throughput", "latency", "job", "hosts"],
+    SQLITE_REDIS: ["page", "delay", "throughput", "latency", "job", "hosts", "failover"],
     POSTGRES_RABBITMQ: ["job"],
 }
 
@@ -57,7 +57,7 @@ def measure(stack, chosen):
     # Read into the settings now. Left in the environment, Celery would take it over the
     # broker of any other app made here (celery/app/utils.py: broker_url).
     del os.environ["CELERY_BROKER_URL"]
-    from bench import hosts, job, page, queue
+    from bench import failover, hosts, job, page, queue
 
     sections = {
         "page": page.page,
@@ -66,6 +66,7 @@ def measure(stack, chosen):
         "latency": queue.latency,
         "job": job.notification,
         "hosts": hosts.worker_hosts,
+        "failover": failover.failovers,
     }
     try:
         return [row for name in chosen for row in sections[name](stage)]

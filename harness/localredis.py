@@ -179,6 +179,21 @@ class RedisWithSentinels:
             return None
         return f"{host}:{port}"
 
+    def whole(self):
+        """Whether the Sentinels name a primary and the other server replicates it, in
+        sync: whichever is which after failovers (a loaded machine may see one more)."""
+        primary = self.current_primary()
+        if primary is None:
+            return False
+        return (self.replica if primary is self.primary else self.primary).in_sync()
+
+    def current_primary(self):
+        """The server the Sentinels name as primary now (after a failover, the replica);
+        None while they name none."""
+        address = self.primary_address()
+        servers = (self.primary, self.replica)
+        return next((s for s in servers if f"{s.address}:{s.port}" == address), None)
+
     def replicas_known(self):
         return len(self.watch().discover_slaves(self.master))
 

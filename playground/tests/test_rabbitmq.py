@@ -167,6 +167,7 @@ def test_a_result_backend_or_cache_that_is_not_redis_stops_a_process_at_start(
 
     assert check.returncode == 1
     assert check.stderr == (
-        f"storefront: {variable} must be a Redis URL (redis:// or rediss://), not amqp://…:"
-        " results, the cache and Beat's lock live in Redis, whatever the broker.\n"
+        f"storefront: {variable} must be a Redis URL (redis://, rediss:// or sentinel://),"
+        " not amqp://…: results, the cache and Beat's lock live in Redis, whatever the"
+        " broker.\n"
     )

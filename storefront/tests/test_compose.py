@@ -8,21 +8,26 @@ import ast
 import os
 import re
 import shlex
+import stat
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from textwrap import dedent
+from urllib.parse import urlsplit
 
 import pytest
 import redis
 import yaml
 from django.conf import settings
+from kombu import Connection
 
 from conftest import BASE_DIR, compose_command, procfile_command
 from harness.compose import ComposeError, interpolate, parse_env_file, resolve
+from harness.localrabbitmq import LocalRabbitMQ
 from harness.localredis import REDIS_FLAGS
 from storefront.beat import SingleBeatScheduler
+from storefront.sentinel import sentinel_for
 from storefront.settings.environment import BROKER_DB, CACHE_DB
 
 COMPOSE_FILE = BASE_DIR / "docker-compose.yml"
@@ -102,7 +107,7 @@ def test_compose_publishes_web_on_the_hosts_loopback_for_the_tls_proxy(services)
 
 def test_compose_file_and_image_hold_no_secrets():
     compose = (BASE_DIR / "docker-compose.yml").read_text()
-    keys = r"^\s*\w*(?:PASSWORD|SECRET_KEY|BASIC_AUTH)\w*: *(\S+)"
+    keys = r"^\s*\w*(?:PASSWORD|SECRET_KEY|BASIC_AUTH|COOKIE)\w*: *(\S+)"
     passwords_in_urls = r"://[^\s:@/]*:([^\s@]+)@"
     for pattern in (keys, passwords_in_urls):
         for match in re.finditer(pattern, compose, re.MULTILINE):
@@ -284,14 +289,14 @@ def test_env_example_shows_how_to_switch_the_broker_to_rabbitmq():
         assert f"\n# {name}={value}\n" in text, name
 
 
-def test_without_the_rabbitmq_profile_no_rabbitmq_runs_and_none_of_its_settings_are_needed(
+def test_without_the_broker_profiles_no_rabbitmq_or_sentinel_runs_nor_needs_its_settings(
     tmp_path,
 ):
     services = compose_up(tmp_path, {**OPERATOR_KEYS, **OPERATOR_MAIL})
-    assert "RABBITMQ_PASSWORD" not in OPERATOR_KEYS
+    assert not {"RABBITMQ_PASSWORD", "RABBITMQ_ERLANG_COOKIE"} & set(OPERATOR_KEYS)
     assert set(services) == {*APP_SERVICES, "redis", "db"}
     for name in APP_SERVICES:
-        assert "rabbitmq" not in services[name]["depends_on"], name
+        assert not {"rabbitmq", *RABBITMQ_NODES, *SENTINELS} & set(services[name]["depends_on"])
         assert services[name]["environment"]["CELERY_BROKER_URL"].startswith("redis://"), name
 
 
@@ -356,6 +361,295 @@ def test_rabbitmq_keeps_its_messages_on_a_volume_under_a_fixed_node_name(service
     # RabbitMQ's data directory is named after rabbit@<hostname>.
     assert services["rabbitmq"]["hostname"] == "rabbitmq"
     assert "rabbitmqdata:/var/lib/rabbitmq" in services["rabbitmq"]["volumes"]
+
+
+def run_command(service, workdir, stand_ins, **environment):
+    """Run a service's command as its container would (its environment, in `workdir`),
+    with stand-ins on PATH for the image's programs: each prints its name, then its
+    arguments, one a line."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    bin_dir = workdir.parent / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    for name in stand_ins:
+        program = bin_dir / name
+        program.write_text('#!/bin/sh\nbasename "$0"\nprintf "%s\\n" "$@"\n')
+        program.chmod(0o755)
+    command = service["command"]
+    argv = shlex.split(command) if isinstance(command, str) else command
+    path = f"{bin_dir}:{os.environ['PATH']}"
+    return subprocess.run(
+        argv,
+        cwd=workdir,
+        env={**service["environment"], "PATH": path, **environment},
+        capture_output=True,
+        text=True,
+    )
+
+
+# --- A RabbitMQ cluster: the rabbitmq-cluster profile --------------------------------
+
+RABBITMQ_NODES = ("rabbitmq1", "rabbitmq2", "rabbitmq3")
+# What .env.example tells the operator to uncomment for the cluster, secrets chosen.
+TO_RABBITMQ_CLUSTER = {
+    "COMPOSE_PROFILES": "rabbitmq-cluster",
+    "RABBITMQ_PASSWORD": "rabbitmq-password",
+    "RABBITMQ_ERLANG_COOKIE": "erlang-cookie-0123456789abcdef",
+    "CELERY_BROKER_URL": ";".join(
+        f"amqp://storefront:${{RABBITMQ_PASSWORD}}@{node}:5672/" for node in RABBITMQ_NODES
+    ),
+}
+CLUSTER_BROKER_URL = ";".join(
+    f"amqp://storefront:rabbitmq-password@{node}:5672/" for node in RABBITMQ_NODES
+)
+
+
+def test_env_example_shows_how_to_run_a_rabbitmq_cluster():
+    text = ENV_EXAMPLE.read_text()
+    chosen = {"RABBITMQ_PASSWORD": "", "RABBITMQ_ERLANG_COOKIE": ""}
+    for name, value in {**TO_RABBITMQ_CLUSTER, **chosen}.items():
+        assert f"\n# {name}={value}\n" in text, name
+
+
+def test_with_the_rabbitmq_cluster_profile_every_app_service_gets_every_node_once_all_are_up(
+    tmp_path,
+):
+    services = compose_up(tmp_path, {**OPERATOR_KEYS, **OPERATOR_MAIL, **TO_RABBITMQ_CLUSTER})
+    assert set(services) == {*APP_SERVICES, "redis", "db", *RABBITMQ_NODES}
+    for name in APP_SERVICES:
+        environment = services[name]["environment"]
+        assert environment["CELERY_BROKER_URL"] == CLUSTER_BROKER_URL, name
+        # The nodes kombu fails over between, as it reads the URL.
+        nodes = Connection(environment["CELERY_BROKER_URL"]).alt
+        assert [urlsplit(url).hostname for url in nodes] == list(RABBITMQ_NODES), name
+        assert environment["REDIS_CACHE_URL"] == STACKS_CACHE_URL, name
+        for node in RABBITMQ_NODES:
+            assert services[name]["depends_on"][node]["condition"] == "service_healthy", name
+
+
+def test_the_rabbitmq_nodes_share_the_cookie_and_password_and_none_of_the_sites_secrets(
+    tmp_path, services
+):
+    cluster = compose_up(tmp_path, {**OPERATOR_KEYS, **OPERATOR_MAIL, **TO_RABBITMQ_CLUSTER})
+    for node in RABBITMQ_NODES:
+        assert cluster[node]["image"] == services["rabbitmq"]["image"], node
+        assert cluster[node]["environment"] == {
+            "RABBITMQ_DEFAULT_USER": "storefront",
+            "RABBITMQ_DEFAULT_PASS": "rabbitmq-password",
+            "ERLANG_COOKIE": "erlang-cookie-0123456789abcdef",
+        }, node
+
+
+def cluster_config(service):
+    """The cluster settings a node reads: the file of deploy/ mounted in its conf.d."""
+    mounts = [volume.split(":") for volume in service["volumes"]]
+    (source,) = [source for source, target, *_ in mounts if target.startswith("/etc/rabbitmq/")]
+    return (COMPOSE_FILE.parent / source).read_text()
+
+
+def test_the_rabbitmq_nodes_name_each_other_as_the_tests_cluster_does(services, tmp_path):
+    # Each node's host name is its service's name, which the others reach it by.
+    assert [services[node]["hostname"] for node in RABBITMQ_NODES] == list(RABBITMQ_NODES)
+    names = tuple(f"rabbit@{services[node]['hostname']}" for node in RABBITMQ_NODES)
+    tests_cluster = LocalRabbitMQ(5672, tmp_path, peers=names)._cluster_formation()
+    for node in RABBITMQ_NODES:
+        lines = cluster_config(services[node]).splitlines()
+        settings_lines = [line for line in lines if line and not line.startswith("#")]
+        assert settings_lines == tests_cluster.splitlines(), node
+        assert "cluster_formation.peer_discovery_backend = classic_config" in settings_lines
+        for index, name in enumerate(names, start=1):
+            assert f"cluster_formation.classic_config.nodes.{index} = {name}" in settings_lines
+        assert "cluster_partition_handling = pause_minority" in settings_lines
+
+
+def test_the_rabbitmq_nodes_keep_their_data_on_volumes_of_their_own_and_follow_the_first(
+    services,
+):
+    for node in RABBITMQ_NODES:
+        assert f"{node}data:/var/lib/rabbitmq" in services[node]["volumes"], node
+        assert services[node]["healthcheck"]["test"] == services["rabbitmq"]["healthcheck"]["test"]
+    assert "depends_on" not in services["rabbitmq1"]
+    first = {"rabbitmq1": {"condition": "service_healthy", "required": False}}
+    assert services["rabbitmq2"]["depends_on"] == services["rabbitmq3"]["depends_on"] == first
+
+
+def test_a_rabbitmq_node_writes_the_shared_cookie_and_refuses_to_start_without_it(tmp_path):
+    # Compose cannot refuse (see the rabbitmq service); the node's command does, run here
+    # with a stand-in for the image's entrypoint. The image's HOME is the node's data.
+    home = tmp_path / "home"
+
+    def start_node(dot_env):
+        cluster = compose_up(tmp_path, {**OPERATOR_KEYS, **OPERATOR_MAIL, **dot_env})
+        return run_command(cluster["rabbitmq2"], home, ["docker-entrypoint.sh"], HOME=str(home))
+
+    cookie = home / ".erlang.cookie"
+    without_a_cookie = start_node({**TO_RABBITMQ_CLUSTER, "RABBITMQ_ERLANG_COOKIE": ""})
+    assert without_a_cookie.returncode == 1
+    assert "set RABBITMQ_ERLANG_COOKIE in .env" in without_a_cookie.stderr
+    assert not cookie.exists()
+    without_a_password = start_node({**TO_RABBITMQ_CLUSTER, "RABBITMQ_PASSWORD": ""})
+    assert without_a_password.returncode == 1
+    assert "set RABBITMQ_PASSWORD in .env" in without_a_password.stderr
+
+    started = start_node(TO_RABBITMQ_CLUSTER)
+    assert (started.returncode, started.stdout) == (0, "docker-entrypoint.sh\nrabbitmq-server\n")
+    assert cookie.read_text() == "erlang-cookie-0123456789abcdef"
+    # Erlang refuses a cookie file that others may read.
+    assert stat.S_IMODE(cookie.stat().st_mode) == 0o600
+
+
+# --- Redis behind Sentinel: the redis-sentinel profile -------------------------------
+
+SENTINELS = ("sentinel1", "sentinel2", "sentinel3")
+
+
+def sentinel_urls(db, password="${REDIS_PASSWORD}"):
+    return ";".join(f"sentinel://:{password}@{sentinel}:26379/{db}" for sentinel in SENTINELS)
+
+
+# What .env.example tells the operator to uncomment for Sentinel.
+TO_REDIS_SENTINEL = {
+    "COMPOSE_PROFILES": "redis-sentinel",
+    "CELERY_BROKER_URL": sentinel_urls(BROKER_DB),
+    "REDIS_CACHE_URL": sentinel_urls(CACHE_DB),
+    "REDIS_SENTINEL_MASTER": "storefront",
+}
+
+
+def test_env_example_shows_how_to_reach_redis_through_its_sentinels():
+    text = ENV_EXAMPLE.read_text()
+    for name, value in TO_REDIS_SENTINEL.items():
+        assert f"\n# {name}={value}\n" in text, name
+
+
+def test_with_the_redis_sentinel_profile_every_app_service_asks_the_sentinels_for_redis(
+    tmp_path,
+):
+    services = compose_up(tmp_path, {**OPERATOR_KEYS, **OPERATOR_MAIL, **TO_REDIS_SENTINEL})
+    assert set(services) == {*APP_SERVICES, "redis", "db", "redis-replica", *SENTINELS}
+    for name in APP_SERVICES:
+        environment = services[name]["environment"]
+        for variable, db in (("CELERY_BROKER_URL", BROKER_DB), ("REDIS_CACHE_URL", CACHE_DB)):
+            assert environment[variable] == sentinel_urls(db, "redis-password"), name
+            # As the project reads it: every Sentinel, the database, Redis's password.
+            sentinel, database, password = sentinel_for(environment[variable])
+            asked = [client.connection_pool.connection_kwargs for client in sentinel.sentinels]
+            assert [(kwargs["host"], kwargs["port"]) for kwargs in asked] == [
+                (sentinel, 26379) for sentinel in SENTINELS
+            ]
+            assert (database, password) == (db, "redis-password"), name
+        assert environment["REDIS_SENTINEL_MASTER"] == "storefront", name
+        # Unset, so the settings keep results in REDIS_CACHE_URL's Redis, through them.
+        assert "CELERY_RESULT_BACKEND" not in environment, name
+        for sentinel in SENTINELS:
+            assert services[name]["depends_on"][sentinel]["condition"] == "service_healthy"
+
+
+def test_the_sentinels_watch_the_stacks_redis_by_the_sets_name_with_a_quorum_of_two(tmp_path):
+    renamed = {**TO_REDIS_SENTINEL, "REDIS_SENTINEL_MASTER": "shop"}
+    services = compose_up(tmp_path, {**OPERATOR_KEYS, **OPERATOR_MAIL, **renamed})
+    assert services["web"]["environment"]["REDIS_SENTINEL_MASTER"] == "shop"
+    for name in SENTINELS:
+        sentinel = services[name]
+        assert sentinel["hostname"] == name
+        assert sentinel["volumes"] == [f"{name}data:/data"]
+        data = tmp_path / name
+        started = run_command(sentinel, data, ["redis-server"], HOSTNAME=sentinel["hostname"])
+        assert started.stdout.splitlines() == ["redis-server", "sentinel.conf", "--sentinel"]
+        config = (data / "sentinel.conf").read_text().splitlines()
+        # The stack's redis, under the name web and workers ask for; two Sentinels agree.
+        assert "sentinel monitor shop redis 6379 2" in config, name
+        assert "sentinel auth-pass shop redis-password" in config, name
+        # The failover tests' timings (harness/localredis.py, LocalSentinel).
+        assert "sentinel down-after-milliseconds shop 1000" in config, name
+        assert "sentinel failover-timeout shop 5000" in config, name
+        # Names, not addresses, which change when a container is recreated.
+        assert f"sentinel announce-ip {name}" in config, name
+        assert {"sentinel resolve-hostnames yes", "sentinel announce-hostnames yes"} <= set(
+            config
+        ), name
+    assert "--requirepass" in services["redis"]["command"]
+
+
+def test_a_sentinel_keeps_what_it_rewrote_in_its_config_across_restarts(tmp_path):
+    services = compose_up(tmp_path, {**OPERATOR_KEYS, **OPERATOR_MAIL, **TO_REDIS_SENTINEL})
+    data = tmp_path / "sentinel1"
+    run_command(services["sentinel1"], data, ["redis-server"], HOSTNAME="sentinel1")
+    config = data / "sentinel.conf"
+    # As Sentinel leaves it after promoting the replica.
+    rewritten = config.read_text().replace(" redis 6379 ", " redis-replica 6379 ")
+    config.write_text(rewritten)
+    restarted = run_command(services["sentinel1"], data, ["redis-server"], HOSTNAME="sentinel1")
+    assert restarted.returncode == 0
+    assert config.read_text() == rewritten
+
+
+def test_redis_and_its_replica_keep_the_redis_policy_and_can_each_follow_the_other(tmp_path):
+    services = compose_up(tmp_path, {**OPERATOR_KEYS, **OPERATOR_MAIL, **TO_REDIS_SENTINEL})
+    assert services["redis-replica"]["image"] == services["redis"]["image"]
+    assert services["redis-replica"]["volumes"] == ["redisreplicadata:/data"]
+    for name in ("redis", "redis-replica"):
+        argv = run_command(services[name], tmp_path / name, ["redis-server"]).stdout.split("\n")
+        words = f" {' '.join(argv)} "
+        # Its role is in its config file, which Sentinel rewrites; the rest, here.
+        assert argv[:2] == ["redis-server", "redis.conf"], name
+        assert all(f" {flag} " in words for flag in REDIS_FLAGS), name
+        assert " --requirepass redis-password " in words, name
+        assert " --masterauth redis-password " in words, name
+        assert f" --replica-announce-ip {name} " in words, name
+        assert "--replicaof" not in words, name
+    assert (tmp_path / "redis" / "redis.conf").read_text() == ""
+    assert (tmp_path / "redis-replica" / "redis.conf").read_text() == "replicaof redis 6379\n"
+
+
+def test_the_replica_once_promoted_stays_the_primary_across_restarts(tmp_path):
+    services = compose_up(tmp_path, {**OPERATOR_KEYS, **OPERATOR_MAIL, **TO_REDIS_SENTINEL})
+    data = tmp_path / "redis-replica"
+    data.mkdir()
+    # As Sentinel leaves it after promoting the replica (REPLICAOF NO ONE, CONFIG REWRITE).
+    promoted = '# Generated by CONFIG REWRITE\nreplica-announce-ip "redis-replica"\n'
+    (data / "redis.conf").write_text(promoted)
+    restarted = run_command(services["redis-replica"], data, ["redis-server"])
+    assert restarted.returncode == 0
+    assert (data / "redis.conf").read_text() == promoted
+
+
+def test_with_both_profiles_the_broker_is_the_cluster_and_the_cache_is_behind_sentinels(
+    tmp_path,
+):
+    # The cluster's lines, then the Sentinels' cache: .env fills in a ${...} only from the
+    # lines above it, so each URL comes after the password it names.
+    both = {
+        **TO_RABBITMQ_CLUSTER,
+        "COMPOSE_PROFILES": "rabbitmq-cluster,redis-sentinel",
+        "REDIS_CACHE_URL": TO_REDIS_SENTINEL["REDIS_CACHE_URL"],
+        "REDIS_SENTINEL_MASTER": "storefront",
+    }
+    services = compose_up(tmp_path, {**OPERATOR_KEYS, **OPERATOR_MAIL, **both})
+    assert set(services) == {
+        *APP_SERVICES, "redis", "db", *RABBITMQ_NODES, "redis-replica", *SENTINELS,
+    }  # fmt: skip
+    for name, environment in environment_of(services, *APP_SERVICES).items():
+        assert environment["CELERY_BROKER_URL"] == CLUSTER_BROKER_URL, name
+        assert environment["REDIS_CACHE_URL"] == sentinel_urls(CACHE_DB, "redis-password"), name
+
+
+def test_beats_health_check_reads_the_lock_through_the_sentinels(
+    services, redis_with_sentinels, project_env
+):
+    test = services["celery-beat"]["healthcheck"]["test"]
+    assert project_env["REDIS_CACHE_URL"].startswith("sentinel://")
+
+    def healthy():
+        check = subprocess.run([sys.executable, *test[2:]], env=project_env, cwd=BASE_DIR)
+        return check.returncode == 0
+
+    assert not healthy()
+    primary = redis_with_sentinels.primary.client(CACHE_DB)
+    try:
+        primary.set(SingleBeatScheduler.lock_name, "a Beat")
+        assert healthy()
+    finally:
+        primary.close()
 
 
 def test_beats_health_check_reads_the_lock_from_the_caches_redis(services, redis_server, broker):
