@@ -288,11 +288,14 @@ def database_host(network, project_env):
     """A host of its own running the database, PostgreSQL (migrated); the project's
     processes use it."""
     host = network.host("db")
-    server = started(LocalPostgres(free_port(), host=host), "PostgreSQL")
-    project_env["DATABASE_URL"] = server.create_database("on_its_host")
-    manage(project_env, "migrate", "--noinput")
-    yield host
-    server.remove()
+    server = LocalPostgres(free_port(), host=host)
+    try:  # removed however far it got: its host is gone after the test
+        started(server, "PostgreSQL")
+        project_env["DATABASE_URL"] = server.create_database("on_its_host")
+        manage(project_env, "migrate", "--noinput")
+        yield host
+    finally:
+        server.remove()
 
 
 @pytest.fixture
@@ -300,10 +303,13 @@ def rabbitmq_cluster(network, network_redis, project_env):
     """Three RabbitMQ nodes clustered, each on a host of its own; the project's processes
     get the URL of every node, in a vhost of the test's own (and Redis on another host
     for results and the cache)."""
-    cluster = started(RabbitMQCluster(network), "a RabbitMQ cluster")
-    project_env["CELERY_BROKER_URL"] = cluster.create_vhost("cluster")
-    yield cluster
-    cluster.remove()
+    cluster = RabbitMQCluster(network)
+    try:  # removed however far it got: its hosts are gone after the test
+        started(cluster, "a RabbitMQ cluster")
+        project_env["CELERY_BROKER_URL"] = cluster.create_vhost("cluster")
+        yield cluster
+    finally:
+        cluster.remove()
 
 
 @pytest.fixture
@@ -311,14 +317,17 @@ def redis_with_sentinels(network, project_env, tmp_path):
     """A Redis primary and its replica watched by three Sentinels, each on a host of its
     own; the project's processes reach Redis (broker, results, cache) through the
     Sentinels."""
-    servers = RedisWithSentinels(network, tmp_path / "sentinels").start()
-    project_env.update(
-        CELERY_BROKER_URL=servers.url(BROKER_DB),
-        REDIS_CACHE_URL=servers.url(CACHE_DB),
-        REDIS_SENTINEL_MASTER=servers.master,
-    )
-    yield servers
-    servers.stop()
+    servers = RedisWithSentinels(network, tmp_path / "sentinels")
+    try:  # stopped however far it got: its hosts are gone after the test
+        servers.start()
+        project_env.update(
+            CELERY_BROKER_URL=servers.url(BROKER_DB),
+            REDIS_CACHE_URL=servers.url(CACHE_DB),
+            REDIS_SENTINEL_MASTER=servers.master,
+        )
+        yield servers
+    finally:
+        servers.stop()
 
 
 @pytest.fixture

@@ -197,17 +197,19 @@ class LocalRabbitMQ:
     def _api_url(self, path: str) -> str:
         return f"http://{self.address}:{self.management_port}/api/{path.lstrip('/')}"
 
-    def api(self, path: str, method: str = "GET", body: Any = None) -> Any:
+    def api(self, path: str, method: str = "GET", body: Any = None, timeout: float = 10) -> Any:
         """A management HTTP API call (path under /api/, names in it quoted); its JSON."""
         response = requests.request(
-            method, self._api_url(path), auth=CREDENTIALS, json=body, timeout=10
+            method, self._api_url(path), auth=CREDENTIALS, json=body, timeout=timeout
         )
         response.raise_for_status()
         return response.json() if response.content else None
 
     def create_vhost(self, name: str) -> str:
         vhost = quote(name, safe="")
-        self.api(f"vhosts/{vhost}", "PUT", {})
+        # In a cluster, the vhost starts on every node before the call answers: seconds
+        # on a busy machine (once over 10).
+        self.api(f"vhosts/{vhost}", "PUT", {}, timeout=60)
         permissions = {"configure": ".*", "write": ".*", "read": ".*"}
         self.api(f"permissions/{vhost}/{CREDENTIALS[0]}", "PUT", permissions)
         return self.url(name)
@@ -297,6 +299,8 @@ class RabbitMQCluster:
         first.start()
         with ThreadPoolExecutor(len(others) or 1) as pool:
             list(pool.map(LocalRabbitMQ.start, others))
+        # Each node serves on its own before the cluster counts it as running.
+        wait_until(lambda: len(self.running()) == len(self.nodes), 60, what="the cluster formed")
         return self
 
     def running(self) -> list[str]:

@@ -30,10 +30,10 @@ def a_fifth_sent(seed_customers, start_web_on, start_worker_on, database):
     return web
 
 
-def connected_nodes(project_env):
+def connected_nodes(broker_url):
     """The broker node (host:port) each worker that answers is connected to, as its
     stats say (Flower's worker page shows the same)."""
-    app = Celery(broker=project_env["CELERY_BROKER_URL"], set_as_current=False)
+    app = Celery(broker=broker_url, set_as_current=False)
     try:
         stats = app.control.inspect(timeout=1).stats() or {}
     finally:
@@ -62,7 +62,8 @@ def test_the_node_leading_the_task_queue_lost_mid_notification_costs_no_email_an
     # The workers moved to the nodes left (as Flower shows each worker's broker), and
     # finish the notification.
     moved = lambda nodes: len(nodes) == 2 and lost not in nodes.values()  # noqa: E731
-    wait_until(lambda: moved(connected_nodes(project_env)), timeout=60)
+    survivors = ";".join(node.url("cluster") for node in rabbitmq_cluster.nodes if node != leader)
+    wait_until(lambda: moved(connected_nodes(survivors)), timeout=60)
     wait_until_done(database, timeout=300)
     assert deliveries(database) == {"sent": CUSTOMERS}
     assert emails_per_customer(smtp_server) == [1] * CUSTOMERS
