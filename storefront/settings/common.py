@@ -132,12 +132,6 @@ REDIS_CACHE_URL = env_redis_url("REDIS_CACHE_URL")
 # Any of the Redis URLs may name Sentinels instead (sentinel://host:26379/DB;sentinel://…):
 # they name the primary of this Redis set, and its replica once promoted
 # (storefront/sentinel.py; README, *Scaling out*).
-REDIS_URLS = (
-    REDIS_CACHE_URL,
-    env("CELERY_BROKER_URL"),
-    env("CELERY_RESULT_BACKEND", REDIS_CACHE_URL),
-)
-USES_SENTINEL = any(is_sentinel(url) for url in REDIS_URLS)
 REDIS_SENTINEL_MASTER = env("REDIS_SENTINEL_MASTER", "storefront")
 CACHES = {
     "default": {
@@ -288,7 +282,8 @@ CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, object] = {
 CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS: dict[str, object] = {
     "visibility_timeout": CELERY_VISIBILITY_TIMEOUT
 }
-if USES_SENTINEL:  # kombu and Celery ask the Sentinels for the primary of this name
+if any(is_sentinel(url) for url in (CELERY_BROKER_URL, CELERY_RESULT_BACKEND)):
+    # kombu and Celery ask the Sentinels for the primary of this name.
     CELERY_BROKER_TRANSPORT_OPTIONS["master_name"] = REDIS_SENTINEL_MASTER
     CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS["master_name"] = REDIS_SENTINEL_MASTER
 if BROKER_IS_RABBITMQ:
