@@ -5,6 +5,7 @@ say in the log what they did."""
 import smtplib
 
 from celery import Task, chord, current_app, shared_task
+from celery.app.task import Context
 from celery.utils.log import get_task_logger
 from celery.utils.time import get_exponential_backoff_interval
 from django.conf import settings
@@ -43,8 +44,7 @@ def notify_customers(self: Task, message: str) -> None:
     if not batches:
         finish.delay()
         return
-    # A batch that fails for good still finishes the notification, with what it reached.
-    finish_anyway = finish.clone().on_error(finish_notification.si(notification_id))
+    finish_anyway = finish.clone().on_error(finish_after_error.s(notification_id=notification_id))
     chord(send_batch.si(notification_id, batch) for batch in batches)(finish_anyway)
 
 
@@ -83,6 +83,22 @@ def send_batch(self: Task, notification_id: str, customer_ids: list[int]) -> Non
 def finish_notification(notification_id: str) -> None:
     """Marks the notification done once its last batch has finished, and says so in
     the log. Safe to run again: a finished notification stays as it is."""
+    say_finished(notification_id)
+
+
+@shared_task(ignore_result=True)
+def finish_after_error(
+    request: Context, exc: BaseException, traceback: object, notification_id: str
+) -> None:
+    """Finishes the notification, with what it reached, when its chord could not run
+    finish_notification: a batch failed for good, or the worker that finished the
+    last batch could not publish finish_notification (cut off from the broker). Celery
+    calls an errback that takes (request, exc, traceback) in the worker process where
+    the chord failed, not as a message, so this needs no broker. Safe to run again."""
+    say_finished(notification_id)
+
+
+def say_finished(notification_id: str) -> None:
     progress = services.finish(notification_id)
     if progress is None:
         return

@@ -58,13 +58,22 @@ def cut_mid_batch_then_healed(
     assert deliveries(database) == {"sent": 20}
     assert emails_per_customer(smtp_server) == [1] * 20
 
-    # Healed, the first worker is back: alone, it runs the next notification.
-    network.heal(first_host, other_host)
-    wait_until(lambda: worker_answers(project_env, f"first@{socket.gethostname()}"), timeout=60)
     second.stop()
+    healed_it_runs_the_next_one_alone(
+        network, first_host, other_host, project_env, smtp_server, database, "first"
+    )
+
+
+def healed_it_runs_the_next_one_alone(
+    network, host, other_host, project_env, smtp_server, database, worker
+):
+    """Heal the cut: the worker is back and, alone, runs the next notification; every
+    customer has had one email per notification."""
+    network.heal(host, other_host)
+    wait_until(lambda: worker_answers(project_env, f"{worker}@{socket.gethostname()}"), timeout=60)
     call(project_env, "After the cut")
     wait_until_done(database, count=2, timeout=120)
-    assert emails_per_customer(smtp_server) == [2] * 20
+    assert set(emails_per_customer(smtp_server)) == {2}
 
 
 # Its servers, two workers and two notifications on their own hosts: past the suite's
@@ -76,6 +85,34 @@ def test_a_worker_cut_off_from_the_broker_mid_batch_is_replaced_and_rejoins_once
     seed_customers(20)
     cut_mid_batch_then_healed(
         network, broker_host, project_env, smtp_server, start_worker_on, database
+    )
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("broker_host", ["rabbitmq-broker"], indirect=True)
+def test_the_worker_of_the_last_batch_cut_off_from_the_broker_still_finishes_the_notification(
+    network, broker_host, project_env, seed_customers, smtp_server, start_worker_on, database
+):  # fmt: skip
+    # Beside RabbitMQ, the chord's counter is in the Redis the worker still reaches: its
+    # last batch completes the chord, but finish_notification cannot be published (CI
+    # once saw it lost so, and the notification stuck). The worker finishes it itself.
+    project_env.update(NOTIFY_BATCH_SIZE="10", CELERY_BROKER_HEARTBEAT="2")
+    seed_customers(10)
+    smtp_server.hold_at = 4
+    host, _worker = start_worker_on("alone", "--concurrency=1")
+    call(project_env, "The last batch, cut off")
+    smtp_server.wait_until_holding()
+
+    network.cut(host, broker_host)
+    smtp_server.release()
+    wait_until_done(database, timeout=120)
+    assert deliveries(database) == {"sent": 10}
+    assert emails_per_customer(smtp_server) == [1] * 10
+
+    # RabbitMQ took the batch back when the worker stopped answering: run again once
+    # healed, it sends nobody a second email.
+    healed_it_runs_the_next_one_alone(
+        network, host, broker_host, project_env, smtp_server, database, "alone"
     )
 
 
