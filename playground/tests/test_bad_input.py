@@ -85,6 +85,7 @@ def test_bad_bytes_are_set_aside_and_the_worker_and_its_running_batches_go_on(
     broker.lpush("celery", bad)
 
     wait_until(lambda: broker.lrange("celery.malformed", 0, -1) == [bad], what="bytes set aside")
+    assert broker.llen("celery.taking") == 0  # moved off it as they were set aside
     # Written once the bytes are safe in Redis.
     wait_until(lambda: set_aside_lines(worker), what="the line that says so")
     assert worker.popen.poll() is None
@@ -110,16 +111,34 @@ def test_bad_bytes_are_set_aside_and_the_worker_and_its_running_batches_go_on(
     assert broker.llen("celery.malformed") == 1
 
 
-# kombu's Channel._brpop_read as storefront/transport.py copies it (kombu 5.7.0). When this
-# fails, kombu changed it: bring the copy in step with kombu's, then update the digest.
-KOMBU_BRPOP_READ_SHA256 = "c42518699709f2df90f55a048fe6346612ae5527e5c4a6819f2c0920dc62088f"
+# kombu's methods that storefront/transport.py copies and changes (kombu 5.7.0). When this
+# fails, kombu changed one: bring the copy in step with kombu's, then update the digest.
+COPIED_FROM_KOMBU = {
+    kombu_redis.Channel._brpop_read: (
+        "c42518699709f2df90f55a048fe6346612ae5527e5c4a6819f2c0920dc62088f",
+        "(self, **options)",
+    ),
+    kombu_redis.Channel._brpop_start: (
+        "06723d707ddf224025af70ff511e07a27e1e8a37ec509e7dfa11ee408a79ccec",
+        "(self, timeout=None)",
+    ),
+    kombu_redis.QoS.append: (
+        "35c655f6ecc62fe6e9902f7498dde9b47ff27187973d7568e02529c400027416",
+        "(self, message, delivery_tag)",
+    ),
+}
 
 
-def test_kombu_reads_redis_as_the_copy_in_storefront_transport_does():
-    source = inspect.getsource(kombu_redis.Channel._brpop_read)
+@pytest.mark.parametrize("method", COPIED_FROM_KOMBU, ids=lambda method: method.__qualname__)
+def test_kombu_still_does_what_storefront_transport_copies(method):
+    digest, signature = COPIED_FROM_KOMBU[method]
+    source = inspect.getsource(method)
 
-    assert hashlib.sha256(source.encode()).hexdigest() == KOMBU_BRPOP_READ_SHA256, source
-    assert str(inspect.signature(kombu_redis.Channel._brpop_read)) == "(self, **options)"
+    assert hashlib.sha256(source.encode()).hexdigest() == digest, source
+    assert str(inspect.signature(method)) == signature
+
+
+def test_kombu_offers_what_storefront_transport_calls():
     # What the copy and the set-aside call on kombu, with the arguments they pass.
     assert callable(kombu_redis.Channel._flush_brpop_reauth)
     assert list(inspect.signature(kombu_virtual.Transport._deliver).parameters) == [
@@ -130,6 +149,9 @@ def test_kombu_reads_redis_as_the_copy_in_storefront_transport_does():
     # The poller reads a BRPOP reply through the channel's handler, the overridden method.
     handlers = inspect.getsource(kombu_redis.Channel.__init__)
     assert "self.handlers = {'BRPOP': self._brpop_read" in handlers
+    # The workers' periodic restore, which also puts back what a dead worker had taken.
+    restore = inspect.getsource(kombu_redis.MultiChannelPoller.maybe_restore_messages)
+    assert "channel.qos.restore_visible(" in restore
 
 
 def test_redis_urls_get_the_transport_that_sets_bad_bytes_aside_and_others_keep_theirs():

@@ -35,14 +35,10 @@ from playground.models import Delivery
 CUSTOMERS = 300
 # A few per kind keep the file near a minute; the README's rate comes from more.
 TRIALS = os.environ.get("EXACTLY_ONCE_TRIALS")
-# Whole-worker kills run on Redis only when asked: in 1 of 12 a message the worker had
-# just popped from Redis was lost with it (a broker-side gap, README's fault table), which
-# would make the default suite fail now and then for a known, open fault. RabbitMQ has no
-# such gap: it gives a dead connection's messages back.
-POOL_TRIALS, WORKER_TRIALS = (int(TRIALS), int(TRIALS)) if TRIALS else (3, 0)
-RABBITMQ_WORKER_TRIALS = int(TRIALS) if TRIALS else 3
-WHOLE_WORKER_TRIALS = [(POSTGRES_RABBITMQ, trial) for trial in range(RABBITMQ_WORKER_TRIALS)]
-WHOLE_WORKER_TRIALS += [(SQLITE_REDIS, trial) for trial in range(WORKER_TRIALS)]
+POOL_TRIALS = WORKER_TRIALS = int(TRIALS) if TRIALS else 3
+WHOLE_WORKER_TRIALS = [
+    (stack, trial) for stack in (SQLITE_REDIS, POSTGRES_RABBITMQ) for trial in range(WORKER_TRIALS)
+]
 EVERYONE = {f"customer{n}@example.com" for n in range(CUSTOMERS)}
 
 

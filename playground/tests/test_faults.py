@@ -31,6 +31,7 @@ from conftest import (
     wait_until_done,
 )
 from playground.models import Notification, OutboxMessage
+from storefront.celery import celery as celery_app
 
 NOTICE = "your notification is saved"
 
@@ -167,6 +168,43 @@ def test_a_batch_whose_whole_worker_is_killed_runs_on_the_next_worker(
 
     start_worker("second", "--concurrency=1")
     wait_until_done(database)
+    assert len(recipients(thirty_customers)) == len(set(recipients(thirty_customers))) == 30
+    assert deliveries(database) == {"sent": 30}
+
+
+def test_a_message_redis_handed_to_a_worker_killed_before_it_read_it_runs_on_the_next_worker(
+    thirty_customers, project_env, start_worker, broker, database
+):
+    # The worker is frozen while it waits on Redis: Redis hands it the message, which it
+    # cannot read; killed then, it has not recorded it as taken. A pop lost it so (1 in
+    # 12 random kills); the transport's move keeps it on celery.taking, whence it goes
+    # back to the queue after the visibility timeout.
+    project_env.update(
+        CELERY_TASK_SOFT_TIME_LIMIT="2", CELERY_TASK_TIME_LIMIT="3", CELERY_VISIBILITY_TIMEOUT="4"
+    )
+    thirty_customers.release()  # no email held: here the message is lost, not a batch
+    celery_app.send_task("playground.tasks.notify_customers", ["Taken, never read"])
+    message = broker.rpop("celery")  # its bytes, for the test to push at its moment
+    first = start_worker("first", "--concurrency=1")
+
+    def handed_to_the_frozen_worker():
+        os.kill(first.popen.pid, signal.SIGSTOP)
+        broker.lpush("celery", message)  # Redis serves a waiting worker before answering
+        if broker.llen("celery.taking"):
+            return True
+        # The worker was between two waits: take the message back, let it wait again.
+        broker.lrem("celery", 1, message)
+        os.kill(first.popen.pid, signal.SIGCONT)
+        return False
+
+    wait_until(handed_to_the_frozen_worker, what="the message handed to the frozen worker")
+    for pid in [*pool_processes(first), first.popen.pid]:
+        os.kill(pid, signal.SIGKILL)
+    first.popen.wait()
+    assert broker.llen("celery") == broker.hlen("unacked") == 0
+
+    start_worker("second", "--concurrency=1")
+    wait_until_done(database, timeout=90)
     assert len(recipients(thirty_customers)) == len(set(recipients(thirty_customers))) == 30
     assert deliveries(database) == {"sent": 30}
 

@@ -272,6 +272,10 @@ CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, object] = {
     "visibility_timeout": CELERY_VISIBILITY_TIMEOUT,
     "unacked_restore_interval": 10,
     "unacked_restore_throttle": 1,
+    # One Redis list per queue, no priority lists beside it (no task here has a
+    # priority): a worker then takes each message with an atomic move instead of a pop
+    # that a kill could lose (storefront/transport.py).
+    "priority_steps": [0],
     # A hung Redis fails a publish after half a second instead of blocking the page
     # forever, and a Redis that is down fails it at once instead of after seconds of
     # reconnecting: the sender keeps the message in the outbox (playground/outbox.py).

@@ -1,0 +1,70 @@
+"""The broker's transport (storefront/transport.py) takes each message with an atomic
+move onto `celery.taking` and records it as unacknowledged as it takes it off, so that
+no moment exists where the message is only in a worker's memory. Here through kombu, in
+this process, on the tests' throwaway Redis; test_faults.py kills a real worker there."""
+
+import pytest
+from kombu import Connection
+
+from conftest import wait_until
+from storefront.celery import celery as celery_app
+from storefront.settings.environment import BROKER_DB
+
+OPTIONS = {"priority_steps": [0], "visibility_timeout": 1}
+
+
+@pytest.fixture
+def a_message(broker):
+    """The raw bytes of a task message waiting on the `celery` list."""
+    celery_app.send_task("playground.tasks.relay_outbox")
+    [raw] = broker.lrange("celery", 0, -1)
+    return raw
+
+
+def consumer_channel(redis_server, received, no_ack=False):
+    """A kombu connection and its channel, consuming `celery` into `received`."""
+    connection = Connection(redis_server.url(BROKER_DB), transport_options=OPTIONS)
+    channel = connection.default_channel
+    channel.basic_consume("celery", no_ack, received.append, "tests")
+    return connection, channel
+
+
+@pytest.mark.parametrize("no_ack", [False, True], ids=["acknowledged", "no acknowledgement"])
+def test_a_message_leaves_the_taking_list_as_its_consumer_takes_it(
+    no_ack, a_message, broker, redis_server
+):
+    received = []
+    connection, _channel = consumer_channel(redis_server, received, no_ack)
+    with connection:
+        connection.drain_events(timeout=5)
+
+        [message] = received
+        assert broker.llen("celery") == broker.llen("celery.taking") == 0
+        unacked = [] if no_ack else [message.delivery_tag.encode()]
+        assert broker.hkeys("unacked") == unacked
+
+
+def test_a_message_taken_by_a_consumer_that_died_before_reading_it_goes_back_to_its_queue(
+    a_message, broker, redis_server
+):
+    dead, channel = consumer_channel(redis_server, [])
+    # Its poller's first steps: a connection of its own, the wait for a message sent.
+    channel.client.connection = channel.client.connection_pool.get_connection()
+    channel._brpop_start()  # Redis moves the message at once; it is never read
+    wait_until(lambda: broker.lrange("celery.taking", 0, -1) == [a_message], what="it taken")
+    channel.client.connection.disconnect()  # died: nothing recorded, nothing given back
+    assert broker.llen("celery") == broker.hlen("unacked") == 0
+
+    survivor, channel = consumer_channel(redis_server, [])
+    with survivor:
+        # The periodic restore sees it first, then puts it back once it has stayed past
+        # the visibility timeout.
+        wait_until(
+            lambda: channel.qos.restore_visible() or broker.llen("celery"),
+            timeout=10,
+            interval=0.2,
+            what="it back on its queue",
+        )
+    assert broker.lrange("celery", 0, -1) == [a_message]
+    assert broker.llen("celery.taking") == broker.hlen("celery.taking.seen") == 0
+    dead.release()
