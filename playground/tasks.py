@@ -94,7 +94,9 @@ def finish_after_error(
     finish_notification: a batch failed for good, or the worker that finished the
     last batch could not publish finish_notification (cut off from the broker). Celery
     calls an errback that takes (request, exc, traceback) in the worker process where
-    the chord failed, not as a message, so this needs no broker. Safe to run again."""
+    the chord failed, not as a message, so this needs no broker (why it is needed:
+    docs/upstream/celery-chord-callback-lost-when-its-publish-fails.md). Safe to run
+    again."""
     say_finished(notification_id)
 
 
