@@ -29,6 +29,10 @@ put back on its queue by the workers' periodic restore (kombu's, every
 as kombu does for `unacked`. A worker of several queues (or priorities) keeps kombu's
 BRPOP: BLMOVE takes one list.
 
+Every command without a client of its own (each publish, acknowledgement and task event)
+goes through one redis-py client per channel, where kombu builds a new one each time
+(docs/upstream/kombu-redis-client-per-command.md).
+
 The settings register this class under the URL schemes redis and rediss (and its
 Sentinel form under sentinel), so
 CELERY_BROKER_URL alone still decides which transport runs. (kombu takes a class by path
@@ -36,6 +40,8 @@ from the `transport` argument, Celery's broker_transport, but that one would win
 every URL: the tests' memory:// and a RabbitMQ amqp:// too.)"""
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from queue import Empty
 from time import monotonic, time
 from typing import Any, NamedTuple
@@ -151,6 +157,20 @@ class Channel(redis.Channel):
     taken: Taken | None = None
     # The queue the BLMOVE in flight takes from; None while kombu's BRPOP is.
     _taking_from: str | None = None
+    # The client every publish, acknowledgement and event goes through, on kombu's pool.
+    _client: Any = None
+
+    @contextmanager
+    def conn_or_acquire(self, client: Any = None) -> Iterator[Any]:
+        # kombu builds a new redis-py client for each call here (each publish, ack and
+        # event), which costs more than the command it sends (README, *Measured*;
+        # docs/upstream/kombu-redis-client-per-command.md). One client is kept instead,
+        # rebuilt whenever kombu replaces its pool (after a fork or a lost connection).
+        if client is None:
+            if self._client is None or self._client.connection_pool is not self.pool:
+                self._client = self._create_client()  # type: ignore[attr-defined]
+            client = self._client
+        yield client
 
     def _brpop_start(self, timeout: float | None = None) -> None:
         queues = self._queue_cycle.consume(len(self.active_queues))  # type: ignore[attr-defined]

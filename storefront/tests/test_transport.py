@@ -1,12 +1,17 @@
 """The broker's transport (storefront/transport.py) takes each message with an atomic
 move onto `celery.taking` and records it as unacknowledged as it takes it off, so that
-no moment exists where the message is only in a worker's memory. Here through kombu, in
-this process, on the tests' throwaway Redis; test_faults.py kills a real worker there."""
+no moment exists where the message is only in a worker's memory; and it sends every
+command through one redis-py client instead of building one per command. Here through
+kombu, in this process, on the tests' throwaway Redis; test_faults.py kills a real
+worker there."""
 
 import pytest
-from kombu import Connection
+import redis
+from kombu import Connection, Queue
+from kombu.transport import redis as kombu_redis
 
 from conftest import wait_until
+from storefront import transport
 from storefront.celery import celery as celery_app
 from storefront.settings.environment import BROKER_DB
 
@@ -68,3 +73,36 @@ def test_a_message_taken_by_a_consumer_that_died_before_reading_it_goes_back_to_
     assert broker.lrange("celery", 0, -1) == [a_message]
     assert broker.llen("celery.taking") == broker.hlen("celery.taking.seen") == 0
     dead.release()
+
+
+def redis_clients_built_by(transport, redis_server, monkeypatch):
+    """How many redis-py clients a kombu connection on `transport` builds to publish
+    20 messages and to take and acknowledge them."""
+    built = []
+    build = redis.Redis.__init__
+
+    def counted(client, *args, **kwargs):
+        built.append(client)
+        build(client, *args, **kwargs)
+
+    monkeypatch.setattr(redis.Redis, "__init__", counted)
+    url = redis_server.url(BROKER_DB)
+    with Connection(url, transport=transport, transport_options=OPTIONS) as connection:
+        queue = Queue("clients", routing_key="clients")
+        producer = connection.Producer()
+        for n in range(20):
+            producer.publish({"n": n}, routing_key="clients", declare=[queue])
+        with connection.Consumer(queue, callbacks=[lambda body, message: message.ack()]):
+            for _ in range(20):
+                connection.drain_events(timeout=5)
+    return len(built)
+
+
+def test_publishes_and_acknowledgements_reuse_one_redis_client(broker, redis_server, monkeypatch):
+    assert redis_clients_built_by(transport.Transport, redis_server, monkeypatch) <= 3
+
+
+def test_kombu_still_builds_a_redis_client_per_command(broker, redis_server, monkeypatch):
+    # When this fails, kombu reuses its client: Channel.conn_or_acquire in
+    # storefront/transport.py can go (docs/upstream/kombu-redis-client-per-command.md).
+    assert redis_clients_built_by(kombu_redis.Transport, redis_server, monkeypatch) >= 40
