@@ -189,51 +189,45 @@ class Channel(redis.Channel):
         )
 
     def _brpop_read(self, **options: Any) -> bool:
-        if self._taking_from is None:
-            return self._kombu_brpop_read(**options)
+        # kombu 5.7's own (test_bad_input.py pins it, so that this follows kombu's
+        # changes), but for the reply of BLMOVE where it was sent, and for the bytes going
+        # through _deliver_or_set_aside instead of straight to the consumer. (kombu's type
+        # stubs leave out the private parts it uses.)
         queue = self._taking_from
         try:
             try:
-                raw = self.client.parse_response(self.client.connection, "BLMOVE", **options)
-            except self.connection.connection_errors:
-                self.client.connection.disconnect()
-                raise
-            if raw is None:
-                raise Empty()
-            self.taken = Taken(queue, raw)
-            self._deliver_or_set_aside(queue, raw)
-            if self.taken is not None:  # taken without an acknowledgement to wait for
-                with self.conn_or_acquire() as client:
-                    client.lrem(*self.taken.entry)
-            return True
-        finally:
-            self.taken = None
-            self._in_poll = None
-            self._flush_brpop_reauth()  # type: ignore[attr-defined]
-
-    def _kombu_brpop_read(self, **options: Any) -> bool:
-        # kombu 5.7's own, but for the popped bytes going through _deliver_or_set_aside
-        # instead of straight to the consumer. test_bad_input.py fails once kombu's
-        # changes, so that this copy follows it. (kombu's type stubs leave out the private
-        # parts it uses.)
-        try:
-            try:
-                reply = self.client.parse_response(self.client.connection, "BRPOP", **options)
+                command = "BRPOP" if queue is None else "BLMOVE"
+                reply = self.client.parse_response(self.client.connection, command, **options)
             except self.connection.connection_errors:
                 # Dropped, so that the next poll reconnects.
                 self.client.connection.disconnect()
                 raise
-            if not reply:
+            if reply is None:  # (an empty message is b"", bad bytes to set aside)
                 raise Empty()
-            key, raw = reply
-            queue = bytes_to_str(key).rsplit(self.sep, 1)[0]
-            self._queue_cycle.rotate(queue)  # type: ignore[attr-defined]
-            self._deliver_or_set_aside(queue, raw)
+            if queue is None:
+                key, raw = reply
+                queue = bytes_to_str(key).rsplit(self.sep, 1)[0]
+                self._queue_cycle.rotate(queue)  # type: ignore[attr-defined]
+                self._deliver_or_set_aside(queue, raw)
+            else:
+                self._deliver_taken(Taken(queue, reply))
             return True
         finally:
             self._in_poll = None
             # The connection is idle here: kombu's moment to renew its credentials.
             self._flush_brpop_reauth()  # type: ignore[attr-defined]
+
+    def _deliver_taken(self, taken: Taken) -> None:
+        """Deliver a message moved onto the taking list; recording it as unacknowledged
+        takes it off (QoS.append), and so does setting it aside."""
+        self.taken = taken
+        try:
+            self._deliver_or_set_aside(taken.queue, taken.raw)
+            if self.taken is not None:  # taken without an acknowledgement to wait for
+                with self.conn_or_acquire() as client:
+                    client.lrem(*taken.entry)
+        finally:
+            self.taken = None
 
     def _deliver_or_set_aside(self, queue: str, raw: bytes) -> None:
         try:
