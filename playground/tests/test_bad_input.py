@@ -33,6 +33,7 @@ def without(message, *path):
 
 BAD_BYTES = {
     "not JSON": lambda message: b"this is not json",
+    "nothing at all": lambda message: b"",
     "truncated JSON": lambda message: json.dumps(message).encode()[:40],
     "a JSON array": lambda message: b"[]",
     "a JSON number": lambda message: b"42",
