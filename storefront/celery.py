@@ -2,13 +2,15 @@ import os
 
 from celery import Celery
 
-from storefront import logs
+from storefront import celery_settings, logs
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "storefront.settings.dev")
 
 celery = Celery("storefront")
 # Every Celery setting lives in Django's settings, spelled CELERY_<NAME>.
 celery.config_from_object("django.conf:settings", namespace="CELERY")
+# ...read from a plain copy of them, taken when Celery loads its configuration.
+celery_settings.read_a_copy_of_django_settings(celery, namespace="CELERY")
 celery.autodiscover_tasks()
 # Every line of the worker and Beat in LOG_FORMAT, through Django's LOGGING.
 logs.log_celery_through_django(celery)

@@ -1,0 +1,25 @@
+"""Celery reads a plain copy of Django's CELERY_* settings.
+
+The course points Celery at `django.conf:settings`, and Celery then looks every
+setting up through Django's lazy settings object, trying two names in each of its
+maps on each lookup, a missing one raising inside Django each time: about a fifth of a
+`.delay()` (README, *Measured*; docs/upstream/celery-reads-django-settings-lazily.md).
+
+The copy is taken from the same settings when Celery first loads its configuration, so
+the course's line means what it says. Like any Celery configuration, it is read once:
+a Django setting changed afterwards (a test's override_settings) does not reach Celery;
+`app.conf.update()` still does."""
+
+from celery import Celery
+from django.conf import settings
+
+
+def read_a_copy_of_django_settings(app: Celery, namespace: str) -> None:
+    def copy_django_settings(sender: Celery, **kwargs: object) -> None:
+        # Sent as the configuration starts to load, before Celery reads its source:
+        # pointed at another source now, it loads that one, and nothing twice.
+        prefix = f"{namespace}_"
+        copy = {name: getattr(settings, name) for name in dir(settings) if name.startswith(prefix)}
+        sender.config_from_object(copy, namespace=namespace)
+
+    app.on_configure.connect(copy_django_settings, sender=app, weak=False)

@@ -1,0 +1,61 @@
+"""Celery reads a plain copy of Django's CELERY_* settings (storefront/celery_settings.py):
+every one of them, without going through Django's lazy settings object on each lookup."""
+
+import pytest
+from celery import Celery
+from celery.app.defaults import DEFAULTS
+from django.conf import LazySettings, settings
+
+from storefront.celery_settings import read_a_copy_of_django_settings
+
+CELERY_SETTINGS = sorted(name for name in dir(settings) if name.startswith("CELERY_"))
+
+
+def app_as_the_course_makes_it(copy: bool) -> Celery:
+    app = Celery("storefront-copy" if copy else "storefront-lazy", set_as_current=False)
+    app.config_from_object("django.conf:settings", namespace="CELERY")
+    if copy:
+        read_a_copy_of_django_settings(app, namespace="CELERY")
+    app.conf.task_serializer  # noqa: B018  (loads the configuration)
+    return app
+
+
+@pytest.fixture
+def lazy_settings_reads(monkeypatch):
+    """How many times Django's lazy settings were asked for a name they had not cached
+    (every name Celery tries and Django lacks is one)."""
+    calls = []
+    original = LazySettings.__getattr__
+
+    def counted(self, name):
+        calls.append(name)
+        return original(self, name)
+
+    monkeypatch.setattr(LazySettings, "__getattr__", counted)
+    return calls
+
+
+def test_celery_sees_every_celery_setting_of_django():
+    app = app_as_the_course_makes_it(copy=True)
+    assert CELERY_SETTINGS  # the comparison below compares something
+    for name in CELERY_SETTINGS:
+        assert app.conf[name] == getattr(settings, name), name
+
+
+def test_celery_looks_its_settings_up_without_django_lazy_settings(lazy_settings_reads):
+    app = app_as_the_course_makes_it(copy=True)
+    lazy_settings_reads.clear()
+    for name in DEFAULTS:  # every setting Celery has
+        app.conf[name]
+    assert lazy_settings_reads == []
+
+
+def test_celery_still_reads_django_settings_through_the_lazy_object(lazy_settings_reads):
+    """When this fails, Celery reads Django's settings cheaply on its own, and
+    storefront/celery_settings.py can go (docs/upstream/celery-reads-django-settings-
+    lazily.md)."""
+    app = app_as_the_course_makes_it(copy=False)
+    lazy_settings_reads.clear()
+    for name in DEFAULTS:
+        app.conf[name]
+    assert len(lazy_settings_reads) > 100
