@@ -14,6 +14,7 @@ import os
 import platform
 import subprocess
 import sys
+from importlib.metadata import version
 from pathlib import Path
 
 import django
@@ -29,6 +30,8 @@ WORKER_VARIANTS = [
     ("2 processes, --prefetch-multiplier=4", 2, ["--prefetch-multiplier=4"]),
 ]  # fmt: skip
 
+
+VERSIONS_SHOWN = ["celery", "kombu", "redis", "django", "aiosmtpd"]
 
 SECTIONS = {
     SQLITE_REDIS: ["page", "delay", "throughput", "latency", "job", "hosts", "failover"],
@@ -80,6 +83,7 @@ def table(rows):
     cpu = models[0] if models else platform.processor()
     lines = [
         f"Machine: {os.cpu_count()} cores, {cpu}, Python {sys.version.split()[0]}",
+        "Versions: " + ", ".join(f"{name} {version(name)}" for name in VERSIONS_SHOWN),
         "",
         "| measure | figure | baseline | ratio |",
         "| --- | ---: | ---: | ---: |",

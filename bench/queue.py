@@ -4,7 +4,7 @@ from .delay() to the task starting, each against raw redis-py on the same Redis.
 import cProfile
 import time
 
-from bench.stage import p50_p99, row
+from bench.stage import cpu_seconds, p50_p99, row
 from bench.tasks import stamp, tally
 from harness.waiting import wait_until
 from playground.tasks import notify_customers
@@ -52,28 +52,36 @@ def label(code):
 
 
 def throughput(stage, variants):
-    """Tasks drained per second by worker processes, against a raw BRPOP consumer."""
-    floor = drain_rate(stage, lambda: stage.floor("drain", stage.redis.url(1), MESSAGES))
+    """Tasks drained per second by worker processes, and the CPU they used per task,
+    against a raw BRPOP consumer."""
+    floor, floor_cpu = drain(stage, lambda: stage.floor("drain", stage.redis.url(1), MESSAGES))
     rows = []
     for label, concurrency, options in variants:
-        rate = drain_rate(stage, lambda c=concurrency, o=options: stage.worker(c, *o))
+        rate, cpu = drain(stage, lambda c=concurrency, o=options: stage.worker(c, *o))
         rows.append(row(f"worker throughput, {label}", rate, floor, "tasks/s"))
+        rows.append(
+            row(f"worker CPU per task, {label}", cpu, floor_cpu, "ms/task", lower_is_better=True)
+        )
     return rows
 
 
-def drain_rate(stage, start_consumer):
+def drain(stage, start_consumer):
+    """Tasks per second, and CPU milliseconds per task, of the consumer draining
+    MESSAGES tasks queued before it started: both from its first task done to its last."""
     for _ in range(MESSAGES):
         tally.delay()
-    start_consumer()
+    consumer = start_consumer()
 
     def done():
         return int(stage.broker.get("bench:done") or 0)
 
     # A fine poll: the moments are the measurement.
     first = wait_until(lambda: done() >= 1, timeout=120, interval=0.002)
+    cpu_at_first = cpu_seconds(consumer)
     last = wait_until(lambda: done() >= MESSAGES, timeout=120, interval=0.002)
+    cpu = cpu_seconds(consumer) - cpu_at_first
     stage.stop_all()
-    return (MESSAGES - 1) / (last - first)
+    return (MESSAGES - 1) / (last - first), cpu / (MESSAGES - 1) * 1e3
 
 
 def latency(stage):

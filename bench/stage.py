@@ -10,6 +10,8 @@ import tempfile
 from pathlib import Path
 from statistics import quantiles
 
+import psutil
+
 from harness.localpostgres import LocalPostgres
 from harness.localrabbitmq import LocalRabbitMQ
 from harness.localredis import LocalRedis
@@ -81,6 +83,23 @@ class Stage:
             server.remove()
         self.redis.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def cpu_seconds(process):
+    """The user and system CPU time a project process has used so far, with that of its
+    children: the running ones (a worker's pool) and those it has reaped (a pool
+    process replaced after CELERY_WORKER_MAX_TASKS_PER_CHILD tasks). Unlike a rate, it
+    holds its value on a busy machine."""
+    main = psutil.Process(process.popen.pid)
+    return sum(own_and_reaped(each) for each in [main, *main.children(recursive=True)])
+
+
+def own_and_reaped(process):
+    try:
+        times = process.cpu_times()
+    except psutil.NoSuchProcess:  # exited since it was listed: its parent counts it
+        return 0.0
+    return times.user + times.system + times.children_user + times.children_system
 
 
 def p50_p99(samples):
