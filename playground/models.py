@@ -1,5 +1,6 @@
 from django.conf import settings
-from django.db import models
+from django.db import connections, models, router
+from django.db.backends.base.base import BaseDatabaseWrapper
 
 
 class OutboxMessage(models.Model):
@@ -54,6 +55,53 @@ class Notification(models.Model):
         return f"{self.message!r} [{self.id}]"
 
 
+class DeliveryManager(models.Manager["Delivery"]):
+    """The two statements every email of a notification runs, each one plain SQL:
+    through the ORM, building them took more CPU than the rest of the email (README,
+    *Measured*: the job). They are built from the model's own fields, so a migration
+    that changes the table changes them too."""
+
+    def insert(self, delivery: "Delivery") -> None:
+        """INSERT the unsaved delivery and set its id, as save() would; IntegrityError
+        when its customer already has one for its notification."""
+        fields = [field for field in self.model._meta.concrete_fields if not field.primary_key]
+        sql = "INSERT INTO {} ({}) VALUES ({}) RETURNING {}".format(
+            self._name(self.model._meta.db_table),
+            ", ".join(self._name(field.column) for field in fields),
+            ", ".join(["%s"] * len(fields)),
+            self._name(self.model._meta.pk.column),
+        )
+        connection = self._connection()
+        values = [
+            field.get_db_prep_save(field.pre_save(delivery, add=True), connection)
+            for field in fields
+        ]
+        with connection.cursor() as cursor:
+            cursor.execute(sql, values)
+            (delivery.pk,) = cursor.fetchone()
+
+    def conclude(self, delivery_id: int, status: str, error: str) -> None:
+        """UPDATE the status and error of the delivery with this id (as
+        filter(pk=...).update(...) would: its time stays that of the intent)."""
+        meta = self.model._meta
+        sql = "UPDATE {} SET {} = %s, {} = %s WHERE {} = %s".format(
+            self._name(meta.db_table),
+            self._name(meta.get_field("status").column),
+            self._name(meta.get_field("error").column),
+            self._name(meta.pk.column),
+        )
+        with self._connection().cursor() as cursor:
+            cursor.execute(sql, [status, error, delivery_id])
+
+    def _connection(self) -> BaseDatabaseWrapper:
+        return connections[router.db_for_write(self.model)]
+
+    def _name(self, name: str | None) -> str:
+        """A table's or column's name, quoted for this database."""
+        assert name is not None  # every concrete field has a column
+        return self._connection().ops.quote_name(name)
+
+
 class Delivery(models.Model):
     """What one customer was sent of one notification: the record that makes a
     retried or redelivered batch skip whoever already has it.
@@ -74,6 +122,8 @@ class Delivery(models.Model):
     status = models.CharField(max_length=10, choices=Status)
     error = models.TextField(blank=True)
     at = models.DateTimeField(auto_now=True)
+
+    objects = DeliveryManager()
 
     class Meta:
         constraints = [

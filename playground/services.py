@@ -156,7 +156,7 @@ def deliver(notification: Notification, customer: User, connection: BaseEmailBac
     )
     intent = Delivery(notification=notification, customer=customer, status=Delivery.Status.SENDING)
     try:
-        with intent_before_handover(connection, intent.save):
+        with intent_before_handover(connection, lambda: Delivery.objects.insert(intent)):
             email.send()
     except IntegrityError:
         return  # another run of this batch has this customer: theirs is the one email
@@ -219,7 +219,7 @@ def conclude(
     if intent.pk is None:
         record(notification, [customer], status, error)
     else:
-        Delivery.objects.filter(pk=intent.pk).update(status=status, error=error)
+        Delivery.objects.conclude(intent.pk, status, error)
 
 
 def give_up(notification: Notification, customer_ids: Iterable[int], error: str) -> int:
