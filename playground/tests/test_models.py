@@ -17,14 +17,6 @@ def notification():
     return Notification.objects.create(id=uuid.uuid4(), message="Spring sale")
 
 
-@pytest.fixture
-def customers(django_user_model):
-    return [
-        django_user_model.objects.create(username=f"c{n}", email=f"c{n}@example.com")
-        for n in range(2)
-    ]
-
-
 def test_an_inserted_delivery_reads_back_as_one_the_orm_saved(notification, customers):
     before = timezone.now()
     inserted = Delivery(notification=notification, customer=customers[0], status="sending")
@@ -35,7 +27,7 @@ def test_an_inserted_delivery_reads_back_as_one_the_orm_saved(notification, cust
 
     assert inserted.pk is not None
     stored = Delivery.objects.get(pk=inserted.pk)
-    assert stored.notification == notification and stored.customer == customers[0]
+    assert (stored.notification, stored.customer) == (notification, customers[0])
     assert (stored.status, stored.error) == ("sending", "")
     assert before <= stored.at <= Delivery.objects.get(pk=saved.pk).at
 

@@ -37,14 +37,6 @@ class RefusingConnection(EmailBackend):
         return super().send_messages(messages)
 
 
-@pytest.fixture
-def customers(django_user_model):
-    return [
-        django_user_model.objects.create(username=f"c{n}", email=f"c{n}@example.com")
-        for n in range(5)
-    ]
-
-
 def test_only_active_users_with_an_email_are_customers(django_user_model, customers):
     django_user_model.objects.create(username="inactive", email="x@example.com", is_active=False)
     django_user_model.objects.create(username="no-email", email="")
