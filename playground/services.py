@@ -15,13 +15,13 @@ from typing import TYPE_CHECKING, TypedDict
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import User
 from django.core.cache import caches
-from django.core.mail import EmailMessage
 from django.core.mail.backends.base import BaseEmailBackend
 from django.db import IntegrityError, models, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
 from . import outbox
+from .mailing import Mailing
 from .models import Delivery, Notification
 
 if TYPE_CHECKING:  # smtplib's type for a message: bytes-like or str
@@ -118,8 +118,9 @@ def send_batch(
     and its outcome once the server has answered. A customer refused for good (5xx) is
     recorded as failed; any other SMTP failure is raised, for the caller to retry the
     customers still unreached."""
+    mailing = Mailing(notification, connection)
     for customer in unreached(notification, customer_ids):
-        deliver(notification, customer, connection)
+        deliver(mailing, customer)
 
 
 # Exactly once, in numbers: SMTP cannot promise it (RFC 1047), since a client killed
@@ -143,21 +144,14 @@ def send_batch(
 # customer is sent the message on the rerun, as before.
 
 
-def deliver(notification: Notification, customer: User, connection: BaseEmailBackend) -> None:
-    """Email the notification to one customer, recording the intent before the
-    handover and the outcome after it: sent, or failed for good."""
-    email = EmailMessage(
-        subject=notification.message,
-        body=notification.message,
-        to=[customer.email],
-        # The same for every attempt: a mail client can drop a copy it already has.
-        headers={"Message-ID": f"<{notification.id}.{customer.pk}@storefront>"},
-        connection=connection,
-    )
+def deliver(mailing: Mailing, customer: User) -> None:
+    """Email the mailing's notification to one customer, recording the intent before
+    the handover and the outcome after it: sent, or failed for good."""
+    notification = mailing.notification
     intent = Delivery(notification=notification, customer=customer, status=Delivery.Status.SENDING)
     try:
-        with intent_before_handover(connection, lambda: Delivery.objects.insert(intent)):
-            email.send()
+        with intent_before_handover(mailing.smtp, lambda: Delivery.objects.insert(intent)):
+            mailing.send_to(customer)
     except IntegrityError:
         return  # another run of this batch has this customer: theirs is the one email
     except (smtplib.SMTPRecipientsRefused, smtplib.SMTPDataError) as refused:
@@ -179,14 +173,13 @@ def deliver(notification: Notification, customer: User, connection: BaseEmailBac
 
 @contextmanager
 def intent_before_handover(
-    connection: BaseEmailBackend, record_intent: Callable[[], None]
+    client: smtplib.SMTP | None, record_intent: Callable[[], None]
 ) -> Iterator[None]:
-    """Within it, sending over `connection` records the intent just before the message
-    is handed over: before SMTP's DATA, once the server has accepted the recipients. A
-    connection that is not SMTP (memory, console) hands it over as send() starts."""
-    connection.open()  # an SMTP backend opens its smtplib client here, if not yet open
-    client = getattr(connection, "connection", None)
-    if not isinstance(client, smtplib.SMTP):
+    """Within it, sending through the smtplib `client` records the intent just before
+    the message is handed over: before SMTP's DATA, once the server has accepted the
+    recipients. Without one (a connection that is not SMTP: memory, console) the
+    message is handed over as sending starts."""
+    if client is None:
         record_intent()
         yield
         return

@@ -14,6 +14,7 @@ from django.utils import timezone
 from kombu.exceptions import OperationalError
 
 from playground import outbox, services
+from playground.mailing import Mailing
 from playground.models import Delivery, Notification, OutboxMessage
 
 pytestmark = pytest.mark.django_db
@@ -292,7 +293,7 @@ def test_the_intent_is_recorded_as_the_message_is_handed_over_and_the_outcome_af
     notification = services.claim(FIRST, "Hi")
     server = ScriptedSMTP()
 
-    services.deliver(notification, customers[0], smtp_connection(server))
+    services.deliver(Mailing(notification, smtp_connection(server)), customers[0])
 
     assert server.at_handover == [["sending"]]
     assert statuses() == ["sent"]
@@ -307,7 +308,7 @@ def test_a_connection_that_is_not_smtp_records_the_intent_as_sending_starts(cust
             seen.append(statuses())
             return super().send_messages(messages)
 
-    services.deliver(notification, customers[0], Watching())
+    services.deliver(Mailing(notification, Watching()), customers[0])
 
     assert seen == [["sending"]]
     assert statuses() == ["sent"]
@@ -322,9 +323,9 @@ def test_a_recipient_refused_before_the_handover_never_has_an_intent(customers, 
 
     if answer[0] < 500:
         with pytest.raises(smtplib.SMTPRecipientsRefused):  # the batch retries
-            services.deliver(notification, customers[0], smtp_connection(server))
+            services.deliver(Mailing(notification, smtp_connection(server)), customers[0])
     else:
-        services.deliver(notification, customers[0], smtp_connection(server))
+        services.deliver(Mailing(notification, smtp_connection(server)), customers[0])
 
     assert server.at_handover == []
     assert statuses() == outcome
@@ -339,9 +340,9 @@ def test_a_message_the_server_answers_with_a_refusal_is_known_not_sent(customers
 
     if answer[0] < 500:
         with pytest.raises(smtplib.SMTPDataError):  # the batch retries: it is sent again
-            services.deliver(notification, customers[0], smtp_connection(server))
+            services.deliver(Mailing(notification, smtp_connection(server)), customers[0])
     else:
-        services.deliver(notification, customers[0], smtp_connection(server))
+        services.deliver(Mailing(notification, smtp_connection(server)), customers[0])
 
     assert server.at_handover == [["sending"]]
     assert statuses() == outcome
@@ -398,8 +399,9 @@ def test_a_customer_another_run_is_sending_to_is_left_to_it(customers):
     server = ScriptedSMTP()
     connection = smtp_connection(server)
 
-    services.deliver(notification, customers[0], connection)
-    services.deliver(notification, customers[1], connection)  # the connection still serves
+    mailing = Mailing(notification, connection)
+    services.deliver(mailing, customers[0])
+    services.deliver(mailing, customers[1])  # the connection still serves
 
     assert server.at_handover == [["sending", "sending"]]  # only customers[1]'s message
     assert server.resets == 1  # the first transaction was abandoned before DATA
