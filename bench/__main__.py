@@ -28,6 +28,8 @@ WORKER_VARIANTS = [
     ("2 processes, --without-gossip/mingle/heartbeat", 2,
      ["--without-gossip", "--without-mingle", "--without-heartbeat"]),
     ("2 processes, --prefetch-multiplier=4", 2, ["--prefetch-multiplier=4"]),
+    ("1 thread, --pool=threads", 1, ["--pool=threads"]),
+    ("4 threads, --pool=threads", 4, ["--pool=threads"]),
 ]  # fmt: skip
 
 
