@@ -8,17 +8,14 @@ workers' CPU per email (user + system time of every worker process over the run,
 divided by the emails) does not depend on how many cores are free: what N machines
 would each spend."""
 
-import os
 import socket
 import time
-from pathlib import Path
 
 from aiosmtpd.controller import Controller
 from celery import Celery
 
 from bench.job import CUSTOMERS, Sink, counted, seed_to
-from bench.stage import row
-from harness.localpostgres import children
+from bench.stage import cpu_seconds, row
 from harness.localredis import LocalRedis
 from harness.network import Network
 from harness.processes import free_port, procfile_command, redis_env, worker_answers
@@ -27,7 +24,6 @@ from playground.models import Notification
 
 HOSTS = (1, 2, 3)
 PROCESSES_PER_HOST = 2
-TICKS = os.sysconf("SC_CLK_TCK")  # /proc/<pid>/stat counts in these
 
 
 def worker_hosts(stage):
@@ -66,9 +62,9 @@ def timed_on(stage, env, hosts):
         argv.append(f"--concurrency={PROCESSES_PER_HOST}")
         worker = stage.start(hostname, host.command(argv), env=env)
         worker.wait_until(lambda h=hostname: worker_answers(env, h), timeout=60)
-        workers.append(worker.popen.pid)
+        workers.append(worker)
     app = Celery(broker=env["CELERY_BROKER_URL"], set_as_current=False)
-    cpu_before = sum(cpu_seconds(pid) for pid in workers)
+    cpu_before = sum(cpu_seconds(worker) for worker in workers)
     started = time.perf_counter()
     sent = app.send_task("playground.tasks.notify_customers", ["Spring sale"])
     finished = wait_until(
@@ -76,16 +72,7 @@ def timed_on(stage, env, hosts):
         timeout=300,
         interval=0.05,
     )
-    cpu = sum(cpu_seconds(pid) for pid in workers) - cpu_before
+    cpu = sum(cpu_seconds(worker) for worker in workers) - cpu_before
     app.close()
     stage.stop_all()
     return finished - started, cpu
-
-
-def cpu_seconds(pid):
-    """User + system seconds of a worker's main process and its pool processes."""
-    total = 0
-    for each in [pid, *children(pid)]:
-        fields = Path(f"/proc/{each}/stat").read_text().rpartition(")")[2].split()
-        total += int(fields[11]) + int(fields[12])  # utime, stime
-    return total / TICKS
