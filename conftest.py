@@ -89,6 +89,13 @@ def queued_tasks(client, queue="celery"):
     return [task_of(json.loads(raw)) for raw in reversed(client.lrange(queue, 0, -1))]
 
 
+def sent_message(broker, task, args=()):
+    """The bytes of a real message for `task` as Redis holds it, taken off the queue
+    again: for a test to spoil, or to push at a moment of its choosing."""
+    celery_app.send_task(task, list(args))
+    return broker.rpop("celery")
+
+
 def unacked_tasks(client):
     """(task name, args) of each message a worker has taken and not yet acknowledged
     (running, or waiting for its countdown)."""

@@ -15,9 +15,15 @@ from kombu import Connection
 from kombu.transport import redis as kombu_redis
 from kombu.transport.virtual import base as kombu_virtual
 
-from conftest import call, deliveries, pool_processes, wait_until, wait_until_done
+from conftest import (
+    call,
+    deliveries,
+    pool_processes,
+    sent_message,
+    wait_until,
+    wait_until_done,
+)
 from storefront import transport
-from storefront.celery import celery as celery_app
 
 
 def without(message, *path):
@@ -57,8 +63,7 @@ def set_aside_lines(worker):
 @pytest.fixture
 def a_message(broker):
     """A real task message, as Redis holds it, to spoil; taken off the queue again."""
-    celery_app.send_task("playground.tasks.relay_outbox")
-    return json.loads(broker.rpop("celery"))
+    return json.loads(sent_message(broker, "playground.tasks.relay_outbox"))
 
 
 @pytest.fixture

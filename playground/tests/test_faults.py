@@ -26,12 +26,12 @@ from conftest import (
     pool_processes,
     procfile_command,
     queued_tasks,
+    sent_message,
     unacked_tasks,
     wait_until,
     wait_until_done,
 )
 from playground.models import Notification, OutboxMessage
-from storefront.celery import celery as celery_app
 
 NOTICE = "your notification is saved"
 
@@ -183,8 +183,8 @@ def test_a_message_redis_handed_to_a_worker_killed_before_it_read_it_runs_on_the
         CELERY_TASK_SOFT_TIME_LIMIT="2", CELERY_TASK_TIME_LIMIT="3", CELERY_VISIBILITY_TIMEOUT="4"
     )
     thirty_customers.release()  # no email held: here the message is lost, not a batch
-    celery_app.send_task("playground.tasks.notify_customers", ["Taken, never read"])
-    message = broker.rpop("celery")  # its bytes, for the test to push at its moment
+    # Its bytes, for the test to push at its moment.
+    message = sent_message(broker, "playground.tasks.notify_customers", ["Taken, never read"])
     first = start_worker("first", "--concurrency=1")
 
     def handed_to_the_frozen_worker():

@@ -10,9 +10,8 @@ import redis
 from kombu import Connection, Queue
 from kombu.transport import redis as kombu_redis
 
-from conftest import wait_until
+from conftest import sent_message, wait_until
 from storefront import transport
-from storefront.celery import celery as celery_app
 from storefront.settings.environment import BROKER_DB
 
 OPTIONS = {"priority_steps": [0], "visibility_timeout": 1}
@@ -21,8 +20,8 @@ OPTIONS = {"priority_steps": [0], "visibility_timeout": 1}
 @pytest.fixture
 def a_message(broker):
     """The raw bytes of a task message waiting on the `celery` list."""
-    celery_app.send_task("playground.tasks.relay_outbox")
-    [raw] = broker.lrange("celery", 0, -1)
+    raw = sent_message(broker, "playground.tasks.relay_outbox")
+    broker.lpush("celery", raw)
     return raw
 
 
