@@ -64,14 +64,15 @@ class DeliveryManager(models.Manager["Delivery"]):
     def insert(self, delivery: "Delivery") -> None:
         """INSERT the unsaved delivery and set its id, as save() would; IntegrityError
         when its customer already has one for its notification."""
-        fields = [field for field in self.model._meta.concrete_fields if not field.primary_key]
-        sql = "INSERT INTO {} ({}) VALUES ({}) RETURNING {}".format(
-            self._name(self.model._meta.db_table),
-            ", ".join(self._name(field.column) for field in fields),
-            ", ".join(["%s"] * len(fields)),
-            self._name(self.model._meta.pk.column),
-        )
         connection = self._connection()
+        meta = self.model._meta
+        fields = [field for field in meta.concrete_fields if not field.primary_key]
+        sql = "INSERT INTO {} ({}) VALUES ({}) RETURNING {}".format(
+            quoted(connection, meta.db_table),
+            ", ".join(quoted(connection, field.column) for field in fields),
+            ", ".join(["%s"] * len(fields)),
+            quoted(connection, meta.pk.column),
+        )
         values = [
             field.get_db_prep_save(field.pre_save(delivery, add=True), connection)
             for field in fields
@@ -83,23 +84,25 @@ class DeliveryManager(models.Manager["Delivery"]):
     def conclude(self, delivery_id: int, status: str, error: str) -> None:
         """UPDATE the status and error of the delivery with this id (as
         filter(pk=...).update(...) would: its time stays that of the intent)."""
+        connection = self._connection()
         meta = self.model._meta
         sql = "UPDATE {} SET {} = %s, {} = %s WHERE {} = %s".format(
-            self._name(meta.db_table),
-            self._name(meta.get_field("status").column),
-            self._name(meta.get_field("error").column),
-            self._name(meta.pk.column),
+            quoted(connection, meta.db_table),
+            quoted(connection, meta.get_field("status").column),
+            quoted(connection, meta.get_field("error").column),
+            quoted(connection, meta.pk.column),
         )
-        with self._connection().cursor() as cursor:
+        with connection.cursor() as cursor:
             cursor.execute(sql, [status, error, delivery_id])
 
     def _connection(self) -> BaseDatabaseWrapper:
         return connections[router.db_for_write(self.model)]
 
-    def _name(self, name: str | None) -> str:
-        """A table's or column's name, quoted for this database."""
-        assert name is not None  # every concrete field has a column
-        return self._connection().ops.quote_name(name)
+
+def quoted(connection: BaseDatabaseWrapper, name: str | None) -> str:
+    """A table's or column's name, quoted for this database."""
+    assert name is not None  # every concrete field has a column
+    return connection.ops.quote_name(name)
 
 
 class Delivery(models.Model):
