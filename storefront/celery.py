@@ -2,7 +2,7 @@ import os
 
 from celery import Celery
 
-from storefront import celery_settings, logs
+from storefront import celery_settings, logs, task_events
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "storefront.settings.dev")
 
@@ -14,3 +14,5 @@ celery_settings.read_a_copy_of_django_settings(celery, namespace="CELERY")
 celery.autodiscover_tasks()
 # Every line of the worker and Beat in LOG_FORMAT, through Django's LOGGING.
 logs.log_celery_through_django(celery)
+# The worker's task events reach Flower in batches, not one round trip each.
+task_events.publish_in_batches(celery)

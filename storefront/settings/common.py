@@ -207,8 +207,10 @@ CELERY_TASK_SERIALIZER = "json"
 CELERY_RESULT_SERIALIZER = "json"
 # crontab entries are read in the site's time zone, not the worker's.
 CELERY_TIMEZONE = TIME_ZONE
-# Flower draws its task list and worker graphs from these events.
+# Flower draws its task list and worker graphs from these events. The worker publishes
+# them in batches, each at most this many seconds late (storefront/task_events.py).
 CELERY_WORKER_SEND_TASK_EVENTS = True
+TASK_EVENTS_FLUSH_SECONDS = float(env("TASK_EVENTS_FLUSH_SECONDS", 0.1))
 # A task that has been picked up shows as STARTED, not PENDING.
 CELERY_TASK_TRACK_STARTED = True
 # A stuck task is told to stop (soft) and then killed (hard), so it cannot hold a

@@ -1,0 +1,96 @@
+"""The worker's task events, published in batches (storefront/task_events.py): every
+one still reaches Flower and any other listener, in fewer messages, and none is left
+behind when the worker stops."""
+
+import base64
+import json
+
+import pytest
+import requests
+
+from conftest import manage, wait_until
+
+TASK = "playground.tasks.purge_old_notifications"  # a short task with no arguments
+TASKS = 30
+
+
+def send_tasks(project_env, count=TASKS):
+    """`count` tasks queued in one go, from a process configured as the web's."""
+    send = f"for _ in range({count}): celery.send_task({TASK!r})"
+    manage(project_env, "shell", "-c", f"from storefront.celery import celery\n{send}")
+
+
+@pytest.fixture
+def published(broker):
+    """Each task-event message published on the Redis broker from now on, as the list of
+    (event type, task id) it carries, in the order published."""
+    listener = broker.pubsub()
+    listener.psubscribe("*celeryev/task.*")
+    wait_until(lambda: listener.get_message(timeout=0.1) is not None, what="subscribed")
+    messages = []
+
+    def read():
+        while message := listener.get_message(timeout=0.05):
+            messages.append(task_events(message["data"]))
+        return messages
+
+    yield read
+    listener.close()
+
+
+def task_events(data):
+    body = json.loads(base64.b64decode(json.loads(data)["body"]))
+    events = body if isinstance(body, list) else [body]  # Celery's buffer sends lists
+    return [(event["type"], event["uuid"]) for event in events]
+
+
+def every_task_ran(events, count=TASKS):
+    succeeded = {uuid for kind, uuid in events if kind == "task-succeeded"}
+    return len(succeeded) == count and all(
+        {(kind, uuid) for kind in ("task-received", "task-started")} <= set(events)
+        for uuid in succeeded
+    )
+
+
+@pytest.mark.both_stacks
+def test_flower_shows_every_task_the_worker_ran(flower, start_worker, project_env, database):
+    start_worker("eventful", "--concurrency=1")
+
+    send_tasks(project_env)
+
+    def succeeded():
+        tasks = requests.get(flower.url("/api/tasks"), auth=("tester", "s3cret"), timeout=5)
+        return [task for task in tasks.json().values() if task["state"] == "SUCCESS"]
+
+    wait_until(lambda: len(succeeded()) == TASKS, what=f"{TASKS} tasks succeeded in Flower")
+    assert {task["name"] for task in succeeded()} == {TASK}
+
+
+def test_the_worker_publishes_its_task_events_several_to_a_message(
+    published, start_worker, project_env, database
+):
+    send_tasks(project_env)
+
+    start_worker("eventful", "--concurrency=1")
+
+    wait_until(lambda: every_task_ran([e for m in published() for e in m]), what="every event")
+    messages = published()
+    assert sum(map(len, messages)) == 3 * TASKS  # received, started, succeeded: no more
+    assert len(messages) <= TASKS  # Celery alone: one message per event, 3 per task here
+
+
+def test_a_worker_told_to_stop_publishes_the_events_it_still_holds(
+    published, start_worker, project_env, broker, database
+):
+    project_env["TASK_EVENTS_FLUSH_SECONDS"] = "3600"  # none would go out before the stop
+    worker = start_worker("eventful", "--concurrency=1")
+
+    send_tasks(project_env, count=1)
+    # Acknowledged once it has run: then on no queue, taking list or unacked record.
+    held = lambda: broker.llen("celery") + broker.llen("celery.taking") + broker.hlen("unacked")  # noqa: E731
+    wait_until(lambda: held() == 0, what="the task run and acknowledged")
+    assert published() == []
+
+    worker.stop()
+    assert worker.popen.returncode == 0
+    wait_until(lambda: every_task_ran([e for m in published() for e in m], count=1))
