@@ -17,9 +17,15 @@ from django.conf import settings
 def read_a_copy_of_django_settings(app: Celery, namespace: str) -> None:
     def copy_django_settings(sender: Celery, **kwargs: object) -> None:
         # Sent as the configuration starts to load, before Celery reads its source:
-        # pointed at another source now, it loads that one, and nothing twice.
+        # pointed at another source now, it loads that one, and nothing twice. Copied
+        # under Celery's own names (CELERY_TASK_SERIALIZER as task_serializer): under
+        # Django's, a few match Celery 3's, and the worker would warn that they are.
         prefix = f"{namespace}_"
-        copy = {name: getattr(settings, name) for name in dir(settings) if name.startswith(prefix)}
+        copy = {
+            name.removeprefix(prefix).lower(): getattr(settings, name)
+            for name in dir(settings)
+            if name.startswith(prefix)
+        }
         sender.config_from_object(copy, namespace=namespace)
 
     app.on_configure.connect(copy_django_settings, sender=app, weak=False)

@@ -35,11 +35,18 @@ def lazy_settings_reads(monkeypatch):
     return calls
 
 
-def test_celery_sees_every_celery_setting_of_django():
+def test_celery_sees_every_celery_setting_of_django_under_its_own_name():
     app = app_as_the_course_makes_it(copy=True)
     assert CELERY_SETTINGS  # the comparison below compares something
     for name in CELERY_SETTINGS:
-        assert app.conf[name] == getattr(settings, name), name
+        assert app.conf[name.removeprefix("CELERY_").lower()] == getattr(settings, name), name
+
+
+def test_the_worker_finds_no_setting_to_warn_about():
+    """Celery warns at the worker's start about every setting it takes for a Celery 3
+    name (CELERY_TASK_SERIALIZER was one, and is again in Django's spelling)."""
+    app = app_as_the_course_makes_it(copy=True)
+    assert not app.conf.maybe_warn_deprecated_settings()
 
 
 def test_celery_looks_its_settings_up_without_django_lazy_settings(lazy_settings_reads):
