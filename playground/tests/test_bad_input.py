@@ -132,6 +132,10 @@ COPIED_FROM_KOMBU = {
         "35c655f6ecc62fe6e9902f7498dde9b47ff27187973d7568e02529c400027416",
         "(self, message, delivery_tag)",
     ),
+    kombu_redis.QoS.ack: (
+        "1bc15a4ddf541af6aede3b76093919f847899f93dd8c1a2537ab7eaff1227207",
+        "(self, delivery_tag)",
+    ),
 }
 
 
