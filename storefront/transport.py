@@ -130,7 +130,8 @@ class QoS(redis.QoS):
         # kombu 5.7's own (test_bad_input.py pins it), but for the message leaving the
         # taking list in the same command that records it as unacknowledged: one script
         # where kombu's transaction is four commands and five replies to read, a third
-        # of the worker's CPU for a short task (README, *Measured*).
+        # of the worker's CPU for a short task (README, *Measured*;
+        # docs/upstream/kombu-redis-unacked-bookkeeping-in-transactions.md).
         taken = self.channel.taken
         if taken is None:
             super().append(message, delivery_tag)

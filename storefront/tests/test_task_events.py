@@ -3,10 +3,14 @@ one still reaches Flower and any other listener, in fewer messages, and none is 
 behind when the worker stops."""
 
 import base64
+import inspect
 import json
 
 import pytest
 import requests
+from celery.events.dispatcher import EventDispatcher
+from celery.worker.consumer.consumer import Consumer
+from celery.worker.consumer.events import Events
 
 from conftest import manage, wait_until
 
@@ -94,3 +98,13 @@ def test_a_worker_told_to_stop_publishes_the_events_it_still_holds(
     worker.stop()
     assert worker.popen.returncode == 0
     wait_until(lambda: every_task_ran([e for m in published() for e in m], count=1))
+
+
+def test_celery_still_flushes_task_events_at_every_turn_of_its_loop():
+    """What storefront/task_events.py relies on and changes. When this fails, Celery
+    changed it: the step may need to follow, or may no longer be needed
+    (docs/upstream/celery-task-events-one-publish-each.md)."""
+    assert "self.on_send_buffered()" in inspect.getsource(EventDispatcher.send)
+    flush = inspect.getsource(Consumer.on_send_event_buffered)
+    assert "self.hub.call_soon(self._flush_events_promise)" in flush
+    assert "buffer_group=['task'] if c.hub else None" in inspect.getsource(Events.start)
