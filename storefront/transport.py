@@ -129,9 +129,9 @@ class QoS(redis.QoS):
     def append(self, message: Any, delivery_tag: str) -> None:
         # kombu 5.7's own (test_bad_input.py pins it), but for the message leaving the
         # taking list in the same command that records it as unacknowledged: one script
-        # where kombu's transaction is four commands and five replies to read, a third
-        # of the worker's CPU for a short task (README, *Measured*;
-        # docs/upstream/kombu-redis-unacked-bookkeeping-in-transactions.md).
+        # where kombu's transaction is four commands and five replies to read; with the
+        # acknowledgement's, nearly a fifth of the worker's CPU for a short task (README,
+        # *Measured*; docs/upstream/kombu-redis-unacked-bookkeeping-in-transactions.md).
         taken = self.channel.taken
         if taken is None:
             super().append(message, delivery_tag)
