@@ -28,6 +28,7 @@ import sys
 import threading
 import uuid
 from collections import Counter
+from contextlib import contextmanager
 from email import message_from_bytes
 from pathlib import Path
 from unittest.mock import patch
@@ -496,6 +497,7 @@ class Inbox:
         self.rejected = set()  # addresses to refuse for good (550)
         self.hold_at = None  # hold the message after this many, until release()
         self.held = 0  # connections waiting on a held answer
+        self.port = None  # where it is served
         self._released = threading.Event()
 
     def wait_until_holding(self, connections=1, timeout=60):
@@ -536,18 +538,27 @@ def smtp_address(request):
     return "127.0.0.1"
 
 
+@contextmanager
+def serving(inbox, address="127.0.0.1"):
+    """A real SMTP server (aiosmtpd) in this process, on a free port of `address`
+    (`inbox.port`), handing what it receives to `inbox`."""
+    logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd's every command
+    inbox.port = free_port()
+    controller = Controller(inbox, hostname=address, port=inbox.port)
+    controller.start()
+    try:
+        yield inbox
+    finally:
+        inbox.release()
+        controller.stop()
+
+
 @pytest.fixture
 def smtp_server(project_env, smtp_address):
-    """A real SMTP server (aiosmtpd) on a free port; the project's processes send to it."""
-    logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd's every command
-    inbox = Inbox()
-    port = free_port()
-    controller = Controller(inbox, hostname=smtp_address, port=port)
-    controller.start()
-    project_env.update(EMAIL_HOST=smtp_address, EMAIL_PORT=str(port))
-    yield inbox
-    inbox.release()
-    controller.stop()
+    """A real SMTP server on a free port; the project's processes send to it."""
+    with serving(Inbox(), smtp_address) as inbox:
+        project_env.update(EMAIL_HOST=smtp_address, EMAIL_PORT=str(inbox.port))
+        yield inbox
 
 
 @pytest.fixture

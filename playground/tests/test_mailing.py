@@ -8,11 +8,9 @@ from email.header import decode_header, make_header
 from email.utils import parsedate_to_datetime
 
 import pytest
-from aiosmtpd.controller import Controller
 from django.core.mail.backends.smtp import EmailBackend as SMTPBackend
 
-from conftest import Inbox
-from harness.processes import free_port
+from conftest import Inbox, serving
 from playground.mailing import Mailing
 from playground.models import Notification
 
@@ -24,12 +22,8 @@ LONG = "Spring sale: 20 % off everything this week, with Grüße from the storef
 @pytest.fixture
 def inbox():
     """A real SMTP server, in this process."""
-    inbox, port = Inbox(), free_port()
-    controller = Controller(inbox, hostname="127.0.0.1", port=port)
-    controller.start()
-    inbox.port = port
-    yield inbox
-    controller.stop()
+    with serving(Inbox()) as inbox:
+        yield inbox
 
 
 def readable(message):
