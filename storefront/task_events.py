@@ -28,6 +28,9 @@ class BatchedTaskEvents(bootsteps.StartStopStep):
         self.flush_due = False
 
     def start(self, consumer):
+        # Started again after a lost connection, with a new dispatcher; Celery cancelled
+        # the timer entries of the lost one, a flush scheduled then among them.
+        self.flush_due = False
         dispatcher = consumer.event_dispatcher
         if dispatcher and dispatcher.buffer_group:  # Celery buffers only under its event loop
             dispatcher.on_send_buffered = lambda: self.flush_later(consumer)

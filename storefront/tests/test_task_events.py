@@ -5,6 +5,7 @@ behind when the worker stops."""
 import base64
 import inspect
 import json
+from contextlib import contextmanager
 
 import pytest
 import requests
@@ -13,6 +14,7 @@ from celery.worker.consumer.consumer import Consumer
 from celery.worker.consumer.events import Events
 
 from conftest import manage, wait_until
+from storefront.settings.environment import BROKER_DB
 
 TASK = "playground.tasks.purge_old_notifications"  # a short task with no arguments
 TASKS = 30
@@ -24,11 +26,11 @@ def send_tasks(project_env, count=TASKS):
     manage(project_env, "shell", "-c", f"from storefront.celery import celery\n{send}")
 
 
-@pytest.fixture
-def published(broker):
-    """Each task-event message published on the Redis broker from now on, as the list of
-    (event type, task id) it carries, in the order published."""
-    listener = broker.pubsub()
+@contextmanager
+def listening(client):
+    """A reader of each task-event message published on this Redis from now on: the list
+    of (event type, task id) each carries, in the order published."""
+    listener = client.pubsub()
     listener.psubscribe("*celeryev/task.*")
     wait_until(lambda: listener.get_message(timeout=0.1) is not None, what="subscribed")
     messages = []
@@ -38,20 +40,33 @@ def published(broker):
             messages.append(task_events(message["data"]))
         return messages
 
-    yield read
-    listener.close()
+    try:
+        yield read
+    finally:
+        listener.close()
+
+
+@pytest.fixture
+def published(broker):
+    """The task-event messages published on the Redis broker (`listening`)."""
+    with listening(broker) as read:
+        yield read
 
 
 def task_events(data):
     body = json.loads(base64.b64decode(json.loads(data)["body"]))
-    events = body if isinstance(body, list) else [body]  # Celery's buffer sends lists
-    return [(event["type"], event["uuid"]) for event in events]
+    carried = body if isinstance(body, list) else [body]  # Celery's buffer sends lists
+    return [(event["type"], event["uuid"]) for event in carried]
 
 
-def every_task_ran(events, count=TASKS):
-    succeeded = {uuid for kind, uuid in events if kind == "task-succeeded"}
+def events(messages):
+    return [event for message in messages for event in message]
+
+
+def every_task_ran(found, count=TASKS):
+    succeeded = {uuid for kind, uuid in found if kind == "task-succeeded"}
     return len(succeeded) == count and all(
-        {(kind, uuid) for kind in ("task-received", "task-started")} <= set(events)
+        {(kind, uuid) for kind in ("task-received", "task-started")} <= set(found)
         for uuid in succeeded
     )
 
@@ -77,7 +92,7 @@ def test_the_worker_publishes_its_task_events_several_to_a_message(
 
     start_worker("eventful", "--concurrency=1")
 
-    wait_until(lambda: every_task_ran([e for m in published() for e in m]), what="every event")
+    wait_until(lambda: every_task_ran(events(published())), what="every event")
     messages = published()
     assert sum(map(len, messages)) == 3 * TASKS  # received, started, succeeded: no more
     assert len(messages) <= TASKS  # Celery alone: one message per event, 3 per task here
@@ -97,7 +112,20 @@ def test_a_worker_told_to_stop_publishes_the_events_it_still_holds(
 
     worker.stop()
     assert worker.popen.returncode == 0
-    wait_until(lambda: every_task_ran([e for m in published() for e in m], count=1))
+    wait_until(lambda: every_task_ran(events(published()), count=1))
+
+
+def test_the_worker_publishes_its_task_events_again_once_it_has_reconnected(
+    own_redis, start_worker, project_env, database
+):
+    start_worker("eventful", "--concurrency=1")
+
+    own_redis.kill()
+    own_redis.start()
+
+    with listening(own_redis.client(BROKER_DB)) as published:
+        send_tasks(project_env)
+        wait_until(lambda: every_task_ran(events(published())), what="every event")
 
 
 def test_celery_still_flushes_task_events_at_every_turn_of_its_loop():
