@@ -23,8 +23,8 @@ visibility timeout) only once it has read the reply: a worker killed in between 
 message with it (1 in 12 random kills of a whole worker, measured before this). Here a
 worker of one queue takes with BLMOVE, which moves the message, in Redis and at once,
 onto the list `<queue>.taking` (`celery.taking`); recording it as unacknowledged removes
-it from there in the same transaction. What a dead worker leaves on `celery.taking` is
-put back on its queue by the workers' periodic restore (kombu's, every
+it from there in the same atomic step (one script). What a dead worker leaves on
+`celery.taking` is put back on its queue by the workers' periodic restore (kombu's, every
 `unacked_restore_interval`) once it has been there longer than the visibility timeout,
 as kombu does for `unacked`. A worker of several queues (or priorities) keeps kombu's
 BRPOP: BLMOVE takes one list.
