@@ -37,7 +37,9 @@ def worker_hosts(stage):
     try:
         seed_to(stage, CUSTOMERS)
         hosts = [network.host(f"worker{n}") for n in range(max(HOSTS))]
-        runs = {n: counted(sink, lambda n=n: timed_on(stage, env, hosts[:n])) for n in HOSTS}
+        runs = {}
+        for n in HOSTS:
+            runs[n], _server_cpu = counted(sink, lambda n=n: timed_on(stage, env, hosts[:n]))
     finally:
         stage.stop_all()
         redis.stop()
