@@ -71,6 +71,7 @@ from playground.models import Delivery, Notification
 from storefront.beat import SingleBeatScheduler
 from storefront.celery import celery as celery_app
 from storefront.settings.environment import BROKER_DB, CACHE_DB
+from storefront.transport import taking_list
 
 
 def compose_command(service):
@@ -95,6 +96,12 @@ def sent_message(broker, task, args=()):
     again: for a test to spoil, or to push at a moment of its choosing."""
     celery_app.send_task(task, list(args))
     return broker.rpop("celery")
+
+
+def unacknowledged(client, queue="celery"):
+    """How many messages of a Redis queue no worker has acknowledged: waiting on it,
+    being taken (the transport's taking list) or taken and recorded unacknowledged."""
+    return client.llen(queue) + client.llen(taking_list(queue)) + client.hlen("unacked")
 
 
 def unacked_tasks(client):

@@ -26,6 +26,7 @@ class BatchedTaskEvents(bootsteps.StartStopStep):
     def __init__(self, consumer, **kwargs):
         super().__init__(consumer, **kwargs)
         self.flush_due = False
+        self.interval = settings.TASK_EVENTS_FLUSH_SECONDS
 
     def start(self, consumer):
         # Started again after a lost connection, with a new dispatcher; Celery cancelled
@@ -38,7 +39,7 @@ class BatchedTaskEvents(bootsteps.StartStopStep):
     def flush_later(self, consumer):
         if not self.flush_due:
             self.flush_due = True
-            consumer.hub.call_later(settings.TASK_EVENTS_FLUSH_SECONDS, self.flush, consumer)
+            consumer.hub.call_later(self.interval, self.flush, consumer)
 
     def flush(self, consumer):
         self.flush_due = False

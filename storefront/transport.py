@@ -52,10 +52,16 @@ from kombu.utils.json import dumps, loads
 
 logger = logging.getLogger(__name__)
 
-# Where the bytes popped from queue Q go when no worker can read them: Q + this.
-MALFORMED_SUFFIX = ".malformed"
-# Where a worker moves a message of queue Q until it has recorded it as unacknowledged.
-TAKING_SUFFIX = ".taking"
+
+def malformed_list(queue: str) -> str:
+    """Where the bytes popped from `queue` go when no worker can read them."""
+    return queue + ".malformed"
+
+
+def taking_list(queue: str) -> str:
+    """Where a worker moves a message of `queue` until it has recorded it as unacknowledged."""
+    return queue + ".taking"
+
 
 # Put back on the queue (KEYS[3]) what has stayed on its taking list (KEYS[1]) longer than
 # ARGV[1] seconds: its worker died before recording it. When each entry was first seen is
@@ -139,7 +145,7 @@ class QoS(redis.QoS):
         self.channel.taken = None
         delivery = message.delivery_info
         record = dumps([message._raw, delivery["exchange"], delivery["routing_key"]])
-        keys = [self.unacked_index_key, self.unacked_key, taken.queue + TAKING_SUFFIX]
+        keys = [self.unacked_index_key, self.unacked_key, taking_list(taken.queue)]
         self.channel.run(RECORD_UNACKED, keys, [delivery_tag, time(), record, taken.raw])
         virtual.QoS.append(self, message, delivery_tag)
 
@@ -151,7 +157,7 @@ class QoS(redis.QoS):
     def restore_visible(self, *args: Any, **kwargs: Any) -> None:
         super().restore_visible(*args, **kwargs)
         for queue in self.channel.active_queues:
-            taking = queue + TAKING_SUFFIX
+            taking = taking_list(queue)
             keys = [taking, taking + ".seen", queue]
             if count := self.channel.run(RESTORE_ABANDONED, keys, [self.visibility_timeout]):
                 logger.warning("Restored %d message(s) a dead worker had taken from %r",
@@ -167,7 +173,7 @@ class Taken(NamedTuple):
     @property
     def entry(self) -> tuple[str, int, bytes]:
         """LREM's arguments that take it off the taking list."""
-        return self.queue + TAKING_SUFFIX, 1, self.raw
+        return taking_list(self.queue), 1, self.raw
 
 
 class Channel(redis.Channel):
@@ -216,7 +222,7 @@ class Channel(redis.Channel):
         self._brpop_sent_at = monotonic()
         wait = self.brpop_timeout if timeout is None else timeout
         self.client.connection.send_command(
-            "BLMOVE", queue, queue + TAKING_SUFFIX, "RIGHT", "LEFT", wait or 0
+            "BLMOVE", queue, taking_list(queue), "RIGHT", "LEFT", wait or 0
         )
 
     def _brpop_read(self, **options: Any) -> bool:
@@ -287,7 +293,7 @@ class Channel(redis.Channel):
         return isinstance(error, broker_errors) and not isinstance(error, KeyError)
 
     def _set_aside(self, queue: str, raw: bytes, problem: str, tag: str | None = None) -> None:
-        malformed = queue + MALFORMED_SUFFIX
+        malformed = malformed_list(queue)
         with self.conn_or_acquire() as client:
             pipe = client.pipeline().lpush(malformed, raw)
             if self.taken is not None:

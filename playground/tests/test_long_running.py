@@ -1,7 +1,7 @@
 """A worker that runs for weeks: its pool processes are replaced as they age, and what
 a notification leaves in Redis expires."""
 
-from conftest import call, pool_processes, wait_until, wait_until_done
+from conftest import call, pool_processes, unacknowledged, wait_until, wait_until_done
 
 
 def test_pool_processes_are_replaced_after_their_task_quota_and_the_worker_goes_on(
@@ -30,7 +30,7 @@ def test_what_a_notification_leaves_in_redis_expires(
 
     call(project_env, "Leaves nothing for good")
     wait_until_done(database)
-    wait_until(lambda: broker.llen("celery") + broker.hlen("unacked") == 0, what="all acked")
+    wait_until(lambda: unacknowledged(broker) == 0, what="all acked")
 
     # kombu's bookkeeping of the queues stays (one small key each); everything a
     # notification left expires within a day.

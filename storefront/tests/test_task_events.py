@@ -13,7 +13,7 @@ from celery.events.dispatcher import EventDispatcher
 from celery.worker.consumer.consumer import Consumer
 from celery.worker.consumer.events import Events
 
-from conftest import manage, wait_until
+from conftest import manage, unacknowledged, wait_until
 from storefront.settings.environment import BROKER_DB
 
 TASK = "playground.tasks.purge_old_notifications"  # a short task with no arguments
@@ -105,9 +105,7 @@ def test_a_worker_told_to_stop_publishes_the_events_it_still_holds(
     worker = start_worker("eventful", "--concurrency=1")
 
     send_tasks(project_env, count=1)
-    # Acknowledged once it has run: then on no queue, taking list or unacked record.
-    held = lambda: broker.llen("celery") + broker.llen("celery.taking") + broker.hlen("unacked")  # noqa: E731
-    wait_until(lambda: held() == 0, what="the task run and acknowledged")
+    wait_until(lambda: unacknowledged(broker) == 0, what="the task run and acknowledged")
     assert published() == []
 
     worker.stop()
