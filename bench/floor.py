@@ -1,9 +1,11 @@
 """The floors: raw redis-py and smtplib doing what Celery does, with nothing else.
-Run as a separate process (`python -m bench.floor MODE TARGET N`), like a worker."""
+Run as a separate process (`python -m bench.floor MODE TARGET N [EMAIL_FILE]`), like a
+worker."""
 
 import smtplib
 import sys
 import time
+from pathlib import Path
 
 import redis
 
@@ -25,11 +27,12 @@ def echo(url, count):
         client.rpush("bench:latency", time.time() - float(sent_at))
 
 
-def mail(host_port, count):
-    """Send `count` emails over one SMTP connection; print the seconds it took and the
-    CPU seconds (user and system) this process used meanwhile."""
+def mail(host_port, count, email_path):
+    """Send `count` emails (the bytes in the file `email_path`) over one SMTP
+    connection; print the seconds it took and the CPU seconds (user and system) this
+    process used meanwhile."""
     host, port = host_port.split(":")
-    message = "Subject: Hello\r\n\r\nHello\r\n"
+    message = Path(email_path).read_bytes()
     started, cpu = time.perf_counter(), time.process_time()
     with smtplib.SMTP(host, int(port)) as smtp:
         for n in range(count):
@@ -38,5 +41,5 @@ def mail(host_port, count):
 
 
 if __name__ == "__main__":
-    mode, target, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
-    {"drain": drain, "echo": echo, "mail": mail}[mode](target, count)
+    mode, target, count, *more = sys.argv[1:]
+    {"drain": drain, "echo": echo, "mail": mail}[mode](target, int(count), *more)

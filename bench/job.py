@@ -1,36 +1,43 @@
 """The notification job: 10,000 emails to a local SMTP server by a worker with 1, 2
 and 4 pool processes and with 4 threads, each against as many processes sending them
 over one SMTP connection each with plain smtplib (no Django, no database, no broker):
-what the SMTP server takes with that many connections on this machine. Each in emails
+what the SMTP server takes with that many connections on this machine, for the same
+email (its bytes as the worker sends them, taken from one sent first). Each in emails
 per second, and in the CPU the senders used per email; and the CPU the SMTP server used
 per email, which the senders share the machine's cores with."""
 
 import time
+import uuid
 
 from aiosmtpd.controller import Controller
 from django.conf import settings
 from django.contrib.auth.models import User
+from django.core.mail import get_connection
 
 from bench.stage import cpu_seconds, row
 from harness.processes import free_port
 from harness.waiting import wait_until
+from playground.mailing import Mailing
 from playground.models import Notification
 from playground.tasks import notify_customers
 
 CUSTOMERS = 10_000
+MESSAGE = "Spring sale"
 # (how many send at once, the worker's other options): prefork pools, and a pool of
 # threads, which waits on the SMTP server as well but does not use both cores.
 WORKERS = [(1, []), (2, []), (4, []), (4, ["--pool=threads"])]
 
 
 class Sink:
-    """An SMTP server that takes every message and only counts them."""
+    """An SMTP server that takes every message and only counts them, keeping the last."""
 
     def __init__(self):
         self.count = 0
+        self.last = b""
 
     async def handle_DATA(self, server, session, envelope):
         self.count += 1
+        self.last = envelope.original_content
         return "250 OK"
 
 
@@ -41,10 +48,12 @@ def notification(stage):
     stage.env.update(EMAIL_HOST="127.0.0.1", EMAIL_PORT=str(port))
     try:
         seed_to(stage, CUSTOMERS)
+        email = stage.dir / "email.eml"
+        email.write_bytes(as_sent(sink, port, User.objects.filter(is_active=True).first()))
         rows, servers = [], []
         for concurrency, options in WORKERS:
             (floor, floor_cpu), floor_server = counted(
-                sink, lambda c=concurrency: plain_senders(stage, port, c)
+                sink, lambda c=concurrency: plain_senders(stage, port, c, email)
             )
             (seconds, cpu), server = counted(
                 sink, lambda c=concurrency, o=options: timed_notification(stage, c, *o)
@@ -100,12 +109,22 @@ def counted(sink, send):
     return result, time.process_time() - cpu
 
 
-def plain_senders(stage, port, processes):
+def as_sent(sink, port, customer):
+    """The bytes of the notification's email to `customer` as a worker sends them (the
+    project's Mailing, over SMTP), as the SMTP server received them."""
+    notification = Notification(id=uuid.uuid4(), message=MESSAGE)
+    with get_connection(host="127.0.0.1", port=port) as connection:
+        Mailing(notification, connection).send_to(customer)
+    return sink.last
+
+
+def plain_senders(stage, port, processes, email):
     """Seconds for `processes` plain smtplib senders, one connection each, to send the
-    emails between them (the slowest one's time), and the CPU seconds they used."""
+    email (a file of its bytes) to the customers between them (the slowest one's time),
+    and the CPU seconds they used."""
     share = CUSTOMERS // processes
     senders = [
-        stage.floor("mail", f"127.0.0.1:{port}", share, name=f"floor-mail-{n}")
+        stage.floor("mail", f"127.0.0.1:{port}", share, email, name=f"floor-mail-{n}")
         for n in range(processes)
     ]
     for sender in senders:
@@ -121,7 +140,7 @@ def timed_notification(stage, concurrency, *options):
     worker = stage.worker(concurrency, *options)
     cpu = cpu_seconds(worker)
     started = time.perf_counter()
-    result = notify_customers.delay("Spring sale")
+    result = notify_customers.delay(MESSAGE)
     finished = wait_until(
         lambda: Notification.objects.filter(id=result.id, status="done").exists(),
         timeout=300,

@@ -68,8 +68,8 @@ class Stage:
         worker.wait_until(lambda: worker_answers(self.env, hostname), timeout=60)
         return worker
 
-    def floor(self, mode, target, count, name=None):
-        argv = [sys.executable, "-m", "bench.floor", mode, target, str(count)]
+    def floor(self, mode, target, count, *more, name=None):
+        argv = [sys.executable, "-m", "bench.floor", mode, target, str(count), *map(str, more)]
         return self.start(name or f"floor-{mode}", argv)
 
     def stop_all(self):
