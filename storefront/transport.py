@@ -93,10 +93,41 @@ return restored
 # Record a message taken from its taking list (KEYS[3]) as unacknowledged: its delivery
 # tag ARGV[1] in the index (KEYS[1]) at time ARGV[2], its record ARGV[3] in the hash
 # (KEYS[2]), and its bytes ARGV[4] off the taking list. kombu's MULTI/EXEC, in one command.
+# Returns how many messages still wait on the queue (KEYS[4]).
 RECORD_UNACKED = """
 redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
-return redis.call('LREM', KEYS[3], 1, ARGV[4])
+redis.call('LREM', KEYS[3], 1, ARGV[4])
+return redis.call('LLEN', KEYS[4])
+"""
+
+# Take the oldest message of the queue (KEYS[1]) and record it as unacknowledged as
+# RECORD_UNACKED does (index KEYS[2], hash KEYS[3], at time ARGV[1]; the record is
+# kombu's: [message, exchange, routing key]), in one command, with no taking list to
+# leave. Bytes without a delivery tag and where they came from are moved onto the
+# taking list (KEYS[4]) instead, for the worker to set aside. Returns nothing when the
+# queue is empty, else the bytes, the tag they were recorded under (false if none), and
+# how many messages still wait.
+TAKE_AND_RECORD = """
+local raw = redis.call('RPOP', KEYS[1])
+if not raw then
+    return nil
+end
+local decoded, message = pcall(cjson.decode, raw)
+local properties = decoded and type(message) == 'table' and message.properties
+local tag = type(properties) == 'table' and properties.delivery_tag
+local from = type(properties) == 'table' and properties.delivery_info
+if type(tag) == 'string' and type(from) == 'table'
+        and from.exchange ~= nil and from.routing_key ~= nil then
+    local record = '[' .. raw .. ',' .. cjson.encode(from.exchange) .. ','
+        .. cjson.encode(from.routing_key) .. ']'
+    redis.call('ZADD', KEYS[2], ARGV[1], tag)
+    redis.call('HSET', KEYS[3], tag, record)
+else
+    tag = false
+    redis.call('LPUSH', KEYS[4], raw)
+end
+return {raw, tag, redis.call('LLEN', KEYS[1])}
 """
 
 # Forget the unacknowledged message ARGV[1]: out of the index (KEYS[1]) and the hash (KEYS[2]).
@@ -129,7 +160,7 @@ def shape_problem(payload: object) -> str | None:
     return None
 
 
-class QoS(redis.QoS):
+class TakingQoS(redis.QoS):
     channel: "Channel"
 
     def append(self, message: Any, delivery_tag: str) -> None:
@@ -143,10 +174,12 @@ class QoS(redis.QoS):
             super().append(message, delivery_tag)
             return
         self.channel.taken = None
-        delivery = message.delivery_info
-        record = dumps([message._raw, delivery["exchange"], delivery["routing_key"]])
-        keys = [self.unacked_index_key, self.unacked_key, taking_list(taken.queue)]
-        self.channel.run(RECORD_UNACKED, keys, [delivery_tag, time(), record, taken.raw])
+        if taken.tag is None:  # on the taking list, not yet recorded
+            delivery = message.delivery_info
+            record = dumps([message._raw, delivery["exchange"], delivery["routing_key"]])
+            keys = [self.unacked_index_key, self.unacked_key, taking_list(taken.queue), taken.queue]
+            args = [delivery_tag, time(), record, taken.raw]
+            self.channel.backlog = self.channel.run(RECORD_UNACKED, keys, args) > 0
         virtual.QoS.append(self, message, delivery_tag)
 
     def ack(self, delivery_tag: str) -> None:
@@ -165,23 +198,27 @@ class QoS(redis.QoS):
 
 
 class Taken(NamedTuple):
-    """A message moved onto the taking list, not yet recorded as unacknowledged."""
+    """A message taken off its queue, not yet handed to its consumer: on the taking list,
+    or (with its tag) recorded as unacknowledged already."""
 
     queue: str
     raw: bytes
-
-    @property
-    def entry(self) -> tuple[str, int, bytes]:
-        """LREM's arguments that take it off the taking list."""
-        return taking_list(self.queue), 1, self.raw
+    tag: str | None = None
 
 
 class Channel(redis.Channel):
-    QoS = QoS
-    # The message being delivered, while it is still on the taking list.
+    QoS = TakingQoS
+    qos: TakingQoS
+    # The message being delivered, until its consumer's QoS.append has it recorded.
     taken: Taken | None = None
-    # The queue the BLMOVE in flight takes from; None while kombu's BRPOP is.
+    # The queue the take in flight takes from; None while kombu's BRPOP is.
     _taking_from: str | None = None
+    # The take in flight: BLMOVE, which waits for a message, or EVAL (TAKE_AND_RECORD).
+    _take_command = "BLMOVE"
+    # Whether messages waited on the queue at the last take: then the next is taken and
+    # recorded in one script, one round trip where BLMOVE and the record are two (README,
+    # *Measured*); an empty queue is waited on with BLMOVE.
+    backlog = False
     # The client every publish, acknowledgement and event goes through, on kombu's pool.
     _client: Any = None
 
@@ -220,6 +257,12 @@ class Channel(redis.Channel):
         self._taking_from = queue
         self._in_poll = self.client.connection
         self._brpop_sent_at = monotonic()
+        if self.backlog:
+            self._take_command = "EVAL"
+            keys = [queue, self.qos.unacked_index_key, self.qos.unacked_key, taking_list(queue)]
+            self.client.connection.send_command("EVAL", TAKE_AND_RECORD, len(keys), *keys, time())
+            return
+        self._take_command = "BLMOVE"
         wait = self.brpop_timeout if timeout is None else timeout
         self.client.connection.send_command(
             "BLMOVE", queue, taking_list(queue), "RIGHT", "LEFT", wait or 0
@@ -227,25 +270,30 @@ class Channel(redis.Channel):
 
     def _brpop_read(self, **options: Any) -> bool:
         # kombu 5.7's own (test_bad_input.py pins it, so that this follows kombu's
-        # changes), but for the reply of BLMOVE where it was sent, and for the bytes going
-        # through _deliver_or_set_aside instead of straight to the consumer. (kombu's type
-        # stubs leave out the private parts it uses.)
+        # changes), but for the reply of BLMOVE or the script where they were sent, and
+        # for the bytes going through _deliver_or_set_aside instead of straight to the
+        # consumer. (kombu's type stubs leave out the private parts it uses.)
         queue = self._taking_from
         try:
             try:
-                command = "BRPOP" if queue is None else "BLMOVE"
+                command = "BRPOP" if queue is None else self._take_command
                 reply = self.client.parse_response(self.client.connection, command, **options)
             except self.connection.connection_errors:
                 # Dropped, so that the next poll reconnects.
                 self.client.connection.disconnect()
                 raise
             if reply is None:  # (an empty message is b"", bad bytes to set aside)
+                self.backlog = False
                 raise Empty()
             if queue is None:
                 key, raw = reply
                 queue = bytes_to_str(key).rsplit(self.sep, 1)[0]
                 self._queue_cycle.rotate(queue)  # type: ignore[attr-defined]
                 self._deliver_or_set_aside(queue, raw)
+            elif command == "EVAL":
+                raw, tag, waiting = reply
+                self.backlog = waiting > 0
+                self._deliver_taken(Taken(queue, raw, tag and bytes_to_str(tag)))
             else:
                 self._deliver_taken(Taken(queue, reply))
             return True
@@ -255,16 +303,26 @@ class Channel(redis.Channel):
             self._flush_brpop_reauth()  # type: ignore[attr-defined]
 
     def _deliver_taken(self, taken: Taken) -> None:
-        """Deliver a message moved onto the taking list; recording it as unacknowledged
-        takes it off (QoS.append), and so does setting it aside."""
+        """Deliver a message taken off its queue. Its consumer's QoS.append records it as
+        unacknowledged (off the taking list); taken by a consumer that does not
+        acknowledge, or set aside, it is let go."""
         self.taken = taken
         try:
             self._deliver_or_set_aside(taken.queue, taken.raw)
             if self.taken is not None:  # taken without an acknowledgement to wait for
                 with self.conn_or_acquire() as client:
-                    client.lrem(*taken.entry)
+                    self._let_go(client.pipeline(), taken).execute()
         finally:
             self.taken = None
+
+    def _let_go(self, pipe: Any, taken: Taken) -> Any:
+        """Add to `pipe` what takes `taken` off the taking list, or out of the
+        unacknowledged record where the take recorded it."""
+        if taken.tag is None:
+            return pipe.lrem(taking_list(taken.queue), 1, taken.raw)
+        return pipe.zrem(self.qos.unacked_index_key, taken.tag).hdel(
+            self.qos.unacked_key, taken.tag
+        )
 
     def _deliver_or_set_aside(self, queue: str, raw: bytes) -> None:
         try:
@@ -297,7 +355,7 @@ class Channel(redis.Channel):
         with self.conn_or_acquire() as client:
             pipe = client.pipeline().lpush(malformed, raw)
             if self.taken is not None:
-                pipe.lrem(*self.taken.entry)
+                self._let_go(pipe, self.taken)
                 self.taken = None
             pipe.execute()
         if tag is not None and self._holds(tag):

@@ -5,6 +5,8 @@ command through one redis-py client instead of building one per command. Here th
 kombu, in this process, on the tests' throwaway Redis; test_faults.py kills a real
 worker there."""
 
+import json
+
 import pytest
 import redis
 from kombu import Connection, Queue
@@ -72,6 +74,66 @@ def test_a_message_taken_by_a_consumer_that_died_before_reading_it_goes_back_to_
     assert broker.lrange("celery", 0, -1) == [a_message]
     assert broker.llen("celery.taking") == broker.hlen("celery.taking.seen") == 0
     dead.release()
+
+
+def test_a_consumer_draining_a_backlog_takes_and_records_each_message_in_one_command(
+    broker, redis_server
+):
+    raws = [sent_message(broker, "playground.tasks.relay_outbox") for _ in range(3)]
+    broker.lpush("celery", *raws)  # the first pushed is the first taken
+    broker.config_resetstat()
+    received = []
+    connection, _channel = consumer_channel(redis_server, received)
+    with connection:
+        for _ in raws:
+            connection.drain_events(timeout=5)
+        calls = {name: stats["calls"] for name, stats in broker.info("commandstats").items()}
+        unacked = {
+            tag.decode(): json.loads(record) for tag, record in broker.hgetall("unacked").items()
+        }
+        assert broker.llen("celery") == broker.llen("celery.taking") == 0
+
+    payloads = [json.loads(raw) for raw in raws]
+    assert [message.delivery_tag for message in received] == [tag_of(each) for each in payloads]
+    assert calls["cmdstat_eval"] == 2  # the first waited for (BLMOVE), the others by script
+    # Recorded as kombu records them: the message, the exchange and routing key it came by.
+    kombu_records = {tag_of(each): [each, "", "celery"] for each in payloads}
+    assert unacked == kombu_records
+
+
+def test_bytes_no_worker_can_read_in_a_backlog_are_set_aside_and_the_messages_around_taken(
+    broker, redis_server
+):
+    good = [sent_message(broker, "playground.tasks.relay_outbox") for _ in range(2)]
+    came_by = {"exchange": "", "routing_key": "celery"}
+    bad = [
+        b"not json",
+        json.dumps({"properties": {}}).encode(),  # no tag: not recorded by the script
+        # Recorded by the script (a tag, where it came from), then found without headers.
+        json.dumps({"properties": {"delivery_tag": "t", "delivery_info": came_by}}).encode(),
+    ]
+    broker.lpush("celery", good[0], bad[0], good[1], bad[1], bad[2])
+    broker.config_resetstat()
+    received = []
+    connection, _channel = consumer_channel(redis_server, received)
+    with connection:
+        for _ in range(5):
+            connection.drain_events(timeout=5)
+        calls = broker.info("commandstats")["cmdstat_eval"]["calls"]
+        unacked = broker.hkeys("unacked")
+        assert broker.llen("celery") == broker.llen("celery.taking") == 0
+
+    assert calls == 4  # all but the first taken by script
+
+    assert [message.delivery_tag for message in received] == [
+        tag_of(json.loads(raw)) for raw in good
+    ]
+    assert broker.lrange("celery.malformed", 0, -1) == bad[::-1]  # newest first
+    assert sorted(unacked) == sorted(message.delivery_tag.encode() for message in received)
+
+
+def tag_of(payload):
+    return payload["properties"]["delivery_tag"]
 
 
 def redis_clients_built_by(transport, redis_server, monkeypatch):
