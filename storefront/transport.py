@@ -26,8 +26,10 @@ onto the list `<queue>.taking` (`celery.taking`); recording it as unacknowledged
 it from there in the same atomic step (one script). What a dead worker leaves on
 `celery.taking` is put back on its queue by the workers' periodic restore (kombu's, every
 `unacked_restore_interval`) once it has been there longer than the visibility timeout,
-as kombu does for `unacked`. A worker of several queues (or priorities) keeps kombu's
-BRPOP: BLMOVE takes one list.
+as kombu does for `unacked`. While messages wait (the record says how many), the next
+is taken and recorded in one script instead, in Redis and at once too: one round trip
+where BLMOVE and the record are two (README, *Measured*). A worker of several queues (or
+priorities) keeps kombu's BRPOP: BLMOVE takes one list.
 
 Every command without a client of its own (each publish, acknowledgement and task event)
 goes through one redis-py client per channel, where kombu builds a new one each time
