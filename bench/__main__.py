@@ -12,6 +12,7 @@ much, and only within one run."""
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 from importlib.metadata import version
@@ -46,6 +47,8 @@ def main():
         print(json.dumps(measure(sys.argv[2], sys.argv[3:])))
         return
     chosen = sys.argv[1:]  # e.g. `python -m bench page job`; all of them by default
+    if (not chosen or "page" in chosen) and not shutil.which("wrk"):
+        sys.exit("The page benchmark needs wrk (the Debian package wrk): `make bench` installs it.")
     rows = []
     for stack, sections in SECTIONS.items():
         here = [name for name in sections if name in chosen or not chosen]
