@@ -12,12 +12,12 @@ export PIPENV_VERBOSITY := -1
 
 # command:package pairs, installed by harness/system-packages when the command is missing.
 RUN_PACKAGES := redis-server:redis-server
-# The postgres-rabbitmq tests' throwaway servers (Debian keeps PostgreSQL's programs off PATH),
-# and `ip` for the tests across hosts (network namespaces).
-TEST_PACKAGES := $(RUN_PACKAGES) chromium:chromium rabbitmq-server:rabbitmq-server \
-	'/usr/lib/postgresql/*/bin/initdb:postgresql' ip:iproute2
-
-BENCH_PACKAGES := $(RUN_PACKAGES) wrk:wrk
+# The postgres-rabbitmq stack's throwaway servers (Debian keeps PostgreSQL's programs off
+# PATH), and `ip` for the hosts (network namespaces): the tests and the bench start both.
+STACK_PACKAGES := rabbitmq-server:rabbitmq-server '/usr/lib/postgresql/*/bin/initdb:postgresql' \
+	ip:iproute2
+TEST_PACKAGES := $(RUN_PACKAGES) $(STACK_PACKAGES) chromium:chromium
+BENCH_PACKAGES := $(RUN_PACKAGES) $(STACK_PACKAGES) wrk:wrk
 
 install: $(VENV)/.synced
 
