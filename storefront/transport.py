@@ -322,9 +322,8 @@ class Channel(redis.Channel):
         unacknowledged record where the take recorded it."""
         if taken.tag is None:
             return pipe.lrem(taking_list(taken.queue), 1, taken.raw)
-        return pipe.zrem(self.qos.unacked_index_key, taken.tag).hdel(
-            self.qos.unacked_key, taken.tag
-        )
+        # kombu's own, which its ack and reject use (its stubs leave the private parts out)
+        return self.qos._remove_from_indices(taken.tag, pipe)  # type: ignore[attr-defined]
 
     def _deliver_or_set_aside(self, queue: str, raw: bytes) -> None:
         try:

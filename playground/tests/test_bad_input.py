@@ -155,6 +155,9 @@ def test_kombu_offers_what_storefront_transport_calls():
         "self", "message", "queue",
     ]  # fmt: skip
     assert "requeue" in inspect.signature(kombu_redis.QoS.reject).parameters
+    assert list(inspect.signature(kombu_redis.QoS._remove_from_indices).parameters) == [
+        "self", "delivery_tag", "pipe",
+    ]  # fmt: skip
     assert list(inspect.signature(kombu_virtual.QoS.get).parameters) == ["self", "delivery_tag"]
     # The poller reads a BRPOP reply through the channel's handler, the overridden method.
     handlers = inspect.getsource(kombu_redis.Channel.__init__)
