@@ -11,7 +11,6 @@ import uuid
 
 from aiosmtpd.controller import Controller
 from django.conf import settings
-from django.contrib.auth.models import User
 from django.core.mail import get_connection
 
 from bench.stage import cpu_seconds, row
@@ -19,6 +18,7 @@ from harness.processes import free_port
 from harness.waiting import wait_until
 from playground.mailing import Mailing
 from playground.models import Notification
+from playground.services import customers
 from playground.tasks import notify_customers
 
 CUSTOMERS = 10_000
@@ -49,7 +49,7 @@ def notification(stage):
     try:
         seed_to(stage, CUSTOMERS)
         email = stage.dir / "email.eml"
-        email.write_bytes(as_sent(sink, port, User.objects.filter(is_active=True).first()))
+        email.write_bytes(as_sent(sink, port, customers().first()))
         rows, servers = [], []
         for concurrency, options in WORKERS:
             (floor, floor_cpu), floor_server = counted(
@@ -92,7 +92,7 @@ def ms(cpu_seconds):
 
 def seed_to(stage, count):
     """As many active customers with an email as `count`, seeding those missing."""
-    missing = count - User.objects.filter(is_active=True).exclude(email="").count()
+    missing = count - customers().count()
     if missing > 0:
         stage.manage("seed_customers", str(missing))
 
