@@ -1,16 +1,22 @@
 # The front door: `make run` starts everything, `make test` runs the tests.
-# Both install what they need first: the system packages they use (when missing,
-# with apt-get), pipenv (pinned, in .tools/) and the locked dependencies (in .venv/).
+# Each first installs what it needs: the system packages it uses (when missing, with
+# apt-get as root; without root it prints the one `sudo apt-get install` line), pipenv
+# (pinned, in .tools/) and the locked dependencies (in .venv/).
 
 PYTHON ?= python3
+export PYTHON
 PIPENV_VERSION := 2026.10.3
 VENV := .venv
 export PIPENV_VENV_IN_PROJECT := 1
 export PIPENV_VERBOSITY := -1
 
-.PHONY: install run test test-fast lint typecheck format bench
+.PHONY: install packages run test test-fast lint typecheck format bench test-debian13 \
+	test-debian13-developer test-system-python
 
-# command:package pairs, installed by harness/system-packages when the command is missing.
+# CHECK:PACKAGE pairs, installed by harness/system-packages when the check fails. Every
+# target's own list is checked before anything else runs, so a machine without root
+# hears of all of them at once: python3-venv before the first venv is made.
+INSTALL_PACKAGES := py:ensurepip:python3-venv
 RUN_PACKAGES := redis-server:redis-server
 # The postgres-rabbitmq stack's throwaway servers (Debian keeps PostgreSQL's programs off
 # PATH), and `ip` for the hosts (network namespaces): the tests and the bench start both.
@@ -18,8 +24,17 @@ STACK_PACKAGES := rabbitmq-server:rabbitmq-server '/usr/lib/postgresql/*/bin/ini
 	ip:iproute2
 TEST_PACKAGES := $(RUN_PACKAGES) $(STACK_PACKAGES) chromium:chromium
 BENCH_PACKAGES := $(RUN_PACKAGES) $(STACK_PACKAGES) wrk:wrk
+# What `packages` checks: the target's own list (target-specific, so `make test` checks
+# the tests' list once, before lint's install).
+PACKAGES :=
+run: PACKAGES := $(RUN_PACKAGES)
+test: PACKAGES := $(TEST_PACKAGES)
+bench: PACKAGES := $(BENCH_PACKAGES)
 
-install: $(VENV)/.synced
+packages:
+	@harness/system-packages $(INSTALL_PACKAGES) $(PACKAGES)
+
+install: packages $(VENV)/.synced
 
 .tools/bin/pipenv:
 	$(PYTHON) -m venv .tools
@@ -30,7 +45,6 @@ $(VENV)/.synced: Pipfile.lock .tools/bin/pipenv
 	touch $@
 
 run: install
-	@harness/system-packages $(RUN_PACKAGES)
 	$(VENV)/bin/python -m harness.run
 
 lint: install
@@ -46,7 +60,6 @@ typecheck: install
 
 # Both lanes: the fast one (in-process unit tests) and the slow one (real processes).
 test: lint typecheck
-	@harness/system-packages $(TEST_PACKAGES)
 	$(VENV)/bin/pytest
 
 # The fast lane alone: no process started, a few seconds.
@@ -55,5 +68,19 @@ test-fast: install
 
 # Not tests: measurements against baselines run in the same script (bench/).
 bench: install
-	@harness/system-packages $(BENCH_PACKAGES)
 	$(VENV)/bin/python -m bench
+
+# The systems users have, each from a clean clone of HEAD (README, *Systems*).
+# Debian 13 (trixie) built from Debian's archive (harness/debian13): as a developer without
+# root (the printed apt line, the fast lane, a `make run` smoke), then as root (`make test`).
+test-debian13: test-debian13-developer
+	harness/debian13 root
+
+test-debian13-developer:
+	harness/debian13 developer
+
+# This machine's own Debian Python (Debian 12: 3.11.2) first on PATH, where these machines
+# put a newer one: a fresh install and the fast lane.
+test-system-python:
+	@clone=$$(mktemp -d) && trap 'rm -rf "$$clone"' EXIT && git clone --quiet . "$$clone" && \
+	cd "$$clone" && PATH=/usr/bin:$$PATH $(MAKE) --no-print-directory test-fast PYTHON=/usr/bin/python3

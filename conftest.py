@@ -51,7 +51,7 @@ from kombu.exceptions import ChannelError
 from harness.localpostgres import LocalPostgres, PostgresUnavailable
 from harness.localrabbitmq import LocalRabbitMQ, RabbitMQCluster, RabbitMQUnavailable
 from harness.localredis import LocalRedis, RedisUnavailable, RedisWithSentinels
-from harness.network import Network, NetworkUnavailable
+from harness.network import Network, why_unavailable
 from harness.processes import (
     BASE_DIR,
     POSTGRES_RABBITMQ,
@@ -179,8 +179,11 @@ def pytest_generate_tests(metafunc):
 
 def pytest_collection_modifyitems(items):
     for item in items:
-        if "redis_server" in getattr(item, "fixturenames", ()):
+        fixtures = getattr(item, "fixturenames", ())
+        if "redis_server" in fixtures:
             item.add_marker(pytest.mark.slow)
+        if "namespaces_allowed" in fixtures:
+            item.add_marker(pytest.mark.hosts)
 
 
 def done_notifications(database):
@@ -277,12 +280,20 @@ def started(server, name):
 
 
 @pytest.fixture
-def network():
+def namespaces_allowed():
+    """Skips the test, in one line saying why and what runs it, where no host of its own
+    can be made: without root, in a chroot or a container without the rights."""
+    if why := why_unavailable():
+        pytest.skip(
+            f"its hosts are network namespaces, and here {why}: run the hosts lane as root"
+            " on a machine or VM (sudo .venv/bin/pytest -m hosts)"
+        )
+
+
+@pytest.fixture
+def network(namespaces_allowed):
     """Hosts of their own on one machine (harness/network.py), removed after the test."""
-    try:
-        network = Network()
-    except NetworkUnavailable as why:
-        pytest.exit(f"The tests across hosts need network namespaces and {why}.", returncode=1)
+    network = Network()
     yield network
     network.remove()
 

@@ -6,10 +6,12 @@ A link between two hosts is cut by a blackhole route on each side: neither can s
 to the other, established connections hang as on a real partition (nothing is
 refused, nothing closed), and every other link stays up. Healing removes the routes.
 
-Only addresses inside the network made here are ever targets. Making it needs root
-and `ip` (Debian's iproute2); a machine without them gets NetworkUnavailable, naming
-what is missing."""
+Only addresses inside the network made here are ever targets. Making it needs root,
+`ip` (Debian's iproute2) and a system that lets namespaces be made (a chroot does not:
+there `ip netns exec` cannot remount /); elsewhere Network() raises NetworkUnavailable,
+saying why (`why_unavailable`)."""
 
+import functools
 import ipaddress
 import os
 import shutil
@@ -45,12 +47,29 @@ def on(host: Host | None, argv: list[str]) -> list[str]:
     return host.command(argv) if host else argv
 
 
+@functools.cache
+def why_unavailable() -> str | None:
+    """Why no host can be made here, or None: tried once per process, with a namespace
+    of its own that runs a command (in a chroot, adding one works and running in it not)."""
+    if shutil.which("ip") is None:
+        return "`ip` is not installed (Debian's iproute2)"
+    if os.geteuid() != 0:
+        return "making them needs root"
+    probe = f"sfprobe{uuid.uuid4().hex[:6]}"
+    try:
+        ip("netns", "add", probe)
+        ip("netns", "exec", probe, "true")
+    except NetworkUnavailable as failure:
+        return str(failure)
+    finally:
+        subprocess.run(["ip", "netns", "del", probe], capture_output=True)
+    return None
+
+
 class Network:
     def __init__(self) -> None:
-        if shutil.which("ip") is None:
-            raise NetworkUnavailable("`ip` is not installed (Debian's iproute2)")
-        if os.geteuid() != 0:
-            raise NetworkUnavailable("network namespaces need root")
+        if why := why_unavailable():
+            raise NetworkUnavailable(why)
         self.tag = uuid.uuid4().hex[:6]  # names of at most 15 characters, one per run
         # A /24 of 10.213.0.0/16 that no interface here uses yet.
         used = subprocess.run(["ip", "-o", "addr"], capture_output=True, text=True).stdout

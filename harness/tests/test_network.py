@@ -38,6 +38,7 @@ def test_hosts_reach_each_other_until_their_link_is_cut_and_again_once_healed(ne
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("namespaces_allowed")
 def test_removing_the_network_leaves_no_namespace_or_interface_behind():
     network = Network()
     host = network.host("gone")

@@ -12,13 +12,18 @@ NOBODY = 65534
 pytestmark = pytest.mark.slow  # it runs a shell
 
 
-def run(*pairs, uid=None):
-    """Run the script (read from standard input: any user can) as root or as `uid`."""
+def run(*pairs, uid=None, python=None):
+    """Run the script (read from standard input: any user can) as root or as `uid`, with
+    `python` as the Makefile's PYTHON."""
     argv = ["sh", "-s", "--", *pairs]
     if uid is not None:
         argv = ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", *argv]
     return subprocess.run(
-        argv, input=SCRIPT.read_text(), capture_output=True, text=True, env={"PATH": os.defpath}
+        argv,
+        input=SCRIPT.read_text(),
+        capture_output=True,
+        text=True,
+        env={"PATH": os.defpath, **({"PYTHON": python} if python else {})},
     )
 
 
@@ -28,11 +33,23 @@ def test_it_does_nothing_when_every_command_is_there():
     assert (done.returncode, done.stdout, done.stderr) == (0, "", "")
 
 
-def test_without_root_it_stops_with_one_sentence_naming_the_package_and_the_command():
-    done = run("sh:dash", "no-such-command:no-such-package", uid=NOBODY)
+def test_without_root_it_stops_printing_the_one_line_that_installs_every_missing_package():
+    done = run(
+        "sh:dash", "no-such-command:no-such-package", "other-command:other-package", uid=NOBODY
+    )
 
     assert done.returncode == 1
     assert done.stderr == (
-        "storefront needs the system package(s) no-such-package: install them as root"
-        " (apt-get update && apt-get install -y no-such-package) and run make again.\n"
+        "storefront needs the Debian package(s) no-such-package other-package."
+        " Install them, then run make again:\n"
+        "  sudo apt-get update && sudo apt-get install -y no-such-package other-package\n"
     )
+
+
+def test_a_python_module_debian_packages_apart_is_checked_with_the_makefiles_python():
+    present = run("py:json:python3-json", python="python3")
+    absent = run("py:no_such_module:python3-venv", python="python3", uid=NOBODY)
+
+    assert (present.returncode, present.stderr) == (0, "")
+    assert absent.returncode == 1
+    assert "sudo apt-get install -y python3-venv\n" in absent.stderr

@@ -8,6 +8,7 @@ server has not taken that message, so the batch must send it again. (A kill in t
 millisecond between the server taking a message and the delivery record being
 written would send that one message twice; see the README.)"""
 
+import json
 import os
 import re
 import signal
@@ -53,13 +54,13 @@ def messages_left(stack, project_env, request):
         return len(queued_tasks(client) + unacked_tasks(client))
     rabbitmq = request.getfixturevalue("rabbitmq_server")
     vhost = unquote(urlsplit(project_env["CELERY_BROKER_URL"]).path.lstrip("/"))
-    # rabbitmqctl, not the management API: its counts are now, not a sample.
-    listed = rabbitmq.ctl("list_queues", "-p", vhost, "name", "messages", "--quiet")
-    counts = dict(line.split("\t") for line in listed.splitlines()[1:])
+    # rabbitmqctl, not the management API: its counts are now, not a sample. JSON: its
+    # table's header lines differ between RabbitMQ 3 and 4.
+    listed = rabbitmq.ctl("list_queues", "-p", vhost, "name", "messages", "--formatter=json")
     return sum(
-        int(n)
-        for name, n in counts.items()
-        if name == "celery" or name.startswith("celery_delayed_")
+        queue["messages"]
+        for queue in json.loads(listed)
+        if queue["name"] == "celery" or queue["name"].startswith("celery_delayed_")
     )
 
 
