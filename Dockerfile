@@ -1,6 +1,6 @@
 # One image for web, worker, beat and flower; docker-compose.yml picks the command.
 # Production dependencies only: the debug toolbar and test tools are not in it.
-FROM python:3.11-slim
+FROM python:3.13-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \

@@ -9,6 +9,10 @@ PIPENV_VERSION := 2026.10.3
 VENV := .venv
 export PIPENV_VENV_IN_PROJECT := 1
 export PIPENV_VERBOSITY := -1
+# pip's, pipenv's and virtualenv's caches in the clone too: make writes nothing outside
+# it but the temporary folder (README, *Systems*; harness/debian13 checks it).
+export XDG_CACHE_HOME := $(CURDIR)/.run/cache
+export XDG_DATA_HOME := $(CURDIR)/.run/data
 
 .PHONY: install packages run test test-fast lint typecheck format bench test-debian13 \
 	test-debian13-developer test-system-python
