@@ -53,8 +53,9 @@ class LocalRabbitMQ:
     ):
         """On this machine's loopback, or on a `host` of a harness.network.Network. On
         a host, its node is named by the host's address (Erlang's long names), as the
-        other nodes of a cluster reach it: `peers` names the cluster's nodes, which
-        it joins as it first starts, sharing their `cookie`."""
+        other nodes of a cluster reach it: `peers` names the node of the cluster it
+        joins as it first starts (the cluster's first node names itself), sharing
+        their `cookie`."""
         self.port = port
         self.host = host
         self.address = host.address if host else "127.0.0.1"
@@ -95,10 +96,6 @@ class LocalRabbitMQ:
             + self._cluster_formation()
         )
         (self.data_dir / "enabled_plugins").write_text("[rabbitmq_management].\n")
-        # Names from /etc/hosts only, never DNS: a test network's host reaches no name
-        # server, and Erlang 27 (RabbitMQ 4, Debian 13) waited out a lookup there at each
-        # step of peer discovery, 23 s each, past the cluster's start.
-        (self.data_dir / "inetrc").write_text("{lookup, [file]}.\n")
         # Read instead of /etc/rabbitmq/rabbitmq-env.conf, which names the machine's node.
         (self.data_dir / "rabbitmq-env.conf").write_text("")
         # A cookie of its own (Erlang reads $HOME/.erlang.cookie), for rabbitmqctl.
@@ -151,7 +148,6 @@ class LocalRabbitMQ:
                 " +sbwt none +sbwtdcpu none +sbwtdio none"
             ),
             "RABBITMQ_USE_LONGNAME": "true" if self.host else "false",
-            "ERL_INETRC": str(base / "inetrc"),
         }
 
     def start(self, timeout: float = 60) -> "LocalRabbitMQ":
@@ -306,10 +302,13 @@ class RabbitMQCluster:
     def __init__(self, network: Network, size: int = 3):
         self.port = free_port()
         hosts = [network.host(f"rabbit{index}") for index in range(1, size + 1)]
-        names = [f"storefront-test-{self.port}@{host.address}" for host in hosts]
+        first = f"storefront-test-{self.port}@{hosts[0].address}"
         cookie = secrets.token_hex(20)
+        # Every node names the first alone: it forms the cluster, the others join it.
+        # A node that names nodes not yet up waits for them: RabbitMQ 4's peer discovery
+        # tries 30 times, 20 s a try on a test network, before it gives up.
         self.nodes = [
-            LocalRabbitMQ(self.port, host=host, cookie=cookie, peers=tuple(names)) for host in hosts
+            LocalRabbitMQ(self.port, host=host, cookie=cookie, peers=(first,)) for host in hosts
         ]
 
     def start(self) -> "RabbitMQCluster":

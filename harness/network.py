@@ -17,7 +17,6 @@ import os
 import shutil
 import subprocess
 import uuid
-from pathlib import Path
 from dataclasses import dataclass
 
 
@@ -94,13 +93,6 @@ class Network:
         host = Host(name, f"sf{self.tag}{name}", address, outside)
         ip("netns", "add", host.namespace)
         self.hosts.append(host)
-        # No name server is reachable from the network: `ip netns exec` mounts this file
-        # over /etc/resolv.conf, so that a DNS lookup fails at once (nothing answers on
-        # the host's own loopback) instead of waiting out the machine's name server.
-        # RabbitMQ 4's peer discovery looks this machine's name up at every try (23 s each).
-        resolv = Path("/etc/netns") / host.namespace / "resolv.conf"
-        resolv.parent.mkdir(parents=True, exist_ok=True)
-        resolv.write_text("nameserver 127.0.0.1\n")
         ip("link", "add", outside, "type", "veth", "peer", "name", inside)
         ip("link", "set", inside, "netns", host.namespace)
         ip("link", "set", outside, "master", self.bridge, "up")
@@ -124,5 +116,4 @@ class Network:
             # Now: a deleted namespace takes its end of the pair with it only later.
             subprocess.run(["ip", "link", "del", host.link], capture_output=True)
             subprocess.run(["ip", "netns", "del", host.namespace], capture_output=True)
-            shutil.rmtree(Path("/etc/netns") / host.namespace, ignore_errors=True)
         subprocess.run(["ip", "link", "del", self.bridge], capture_output=True)
