@@ -19,9 +19,11 @@ through Django (`database` is the name of a Django connection to it)."""
 
 import asyncio
 import base64
+import io
 import json
 import logging
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -42,6 +44,7 @@ from aiosmtpd.controller import Controller
 from amqp.exceptions import NotFound
 from django.conf import settings
 from django.core.cache import caches
+from django.core.management import call_command
 from django.db import connections
 from django.db.models import Count
 from django.test import override_settings
@@ -456,7 +459,10 @@ def start(project_env, tmp_path):
 
     yield start
     for process in reversed(started):
-        process.stop()
+        # Killed, not stopped: the test is over, and a worker's warm shutdown alone costs
+        # 2-3 s (Celery's prefork pool joins its processes and its timer thread). What
+        # it left in the broker and the database goes with the test's own part of them.
+        process.kill()
         # Captured, so shown only when the test fails: what each process said.
         print(f"----- {process.argv}\n{process.log()[-6000:]}")
 
@@ -473,16 +479,25 @@ def start_worker(start, project_env):
     return start_worker
 
 
+@pytest.fixture(scope="session")
+def migrated_sqlite(redis_server, tmp_path_factory):
+    """An SQLite database migrated once; each test's is a copy of it."""
+    path = tmp_path_factory.mktemp("sqlite-template") / "db.sqlite3"
+    manage(project_env_for(redis_server, path), "migrate", "--noinput")
+    return path
+
+
 @pytest.fixture
-def database(project_env, stack, django_db_blocker):
+def database(project_env, django_db_blocker, request):
     """The processes' database, migrated; the name of this process's Django connection
-    to it (`Model.objects.using(database)`)."""
-    if stack == SQLITE_REDIS:  # postgres-rabbitmq's is a copy of a migrated one
-        manage(project_env, "migrate", "--noinput")
+    to it (`Model.objects.using(database)`). An SQLite file is a copy of one migrated
+    once, as postgres-rabbitmq's database is (a database on a host of its own is
+    migrated where it is made)."""
     alias = "processes"
-    url = project_env["DATABASE_URL"]
     # configure_settings fills in Django's defaults (it wants a "default" beside it).
-    parsed = dj_database_url.parse(url)
+    parsed = dj_database_url.parse(project_env["DATABASE_URL"])
+    if parsed["ENGINE"] == "django.db.backends.sqlite3" and not Path(parsed["NAME"]).exists():
+        shutil.copyfile(request.getfixturevalue("migrated_sqlite"), parsed["NAME"])
     connections.settings[alias] = connections.configure_settings(
         {"default": parsed, alias: parsed}
     )[alias]
@@ -497,9 +512,12 @@ def database(project_env, stack, django_db_blocker):
 
 
 @pytest.fixture
-def seed_customers(database, project_env):
+def seed_customers(database):
+    """Adds `count` customers to the processes' database, as `manage.py seed_customers`
+    does (in this process: a command's start-up is not what any test is about)."""
+
     def seed_customers(count):
-        manage(project_env, "seed_customers", str(count))
+        call_command("seed_customers", count, database=database, stdout=io.StringIO())
 
     return seed_customers
 

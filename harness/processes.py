@@ -140,6 +140,10 @@ class ProjectProcess:
             self.popen.send_signal(signum)
             with suppress(subprocess.TimeoutExpired):
                 self.popen.wait(timeout)
+        self.kill()
+
+    def kill(self):
+        """Kill it and all its children at once (SIGKILL to its session's group)."""
         with suppress(ProcessLookupError):
             os.killpg(self.popen.pid, signal.SIGKILL)
         self.popen.wait()
