@@ -14,7 +14,7 @@ export PIPENV_VERBOSITY := -1
 export XDG_CACHE_HOME := $(CURDIR)/.run/cache
 export XDG_DATA_HOME := $(CURDIR)/.run/data
 
-.PHONY: install packages run test test-fast lint typecheck format bench test-debian13 \
+.PHONY: install packages run test test-fast test-processes test-hosts lint typecheck format bench test-debian13 \
 	test-debian13-developer test-system-python
 
 # CHECK:PACKAGE pairs, installed by harness/system-packages when the check fails. Every
@@ -62,13 +62,26 @@ format: install
 typecheck: install
 	$(VENV)/bin/mypy
 
-# Both lanes: the fast one (in-process unit tests) and the slow one (real processes).
+# Every lane: the fast one (in-process unit tests) and the slow ones (real processes, and
+# hosts of their own), in TEST_PROCESSES processes (pytest-xdist): most of a slow test's
+# time is spent waiting on real processes, which another test's can use (README, *Tests*).
+TEST_PROCESSES ?= 2
 test: lint typecheck
-	$(VENV)/bin/pytest
+	$(VENV)/bin/pytest -n $(TEST_PROCESSES)
 
 # The fast lane alone: no process started, a few seconds.
 test-fast: install
 	$(VENV)/bin/pytest -m "not slow"
+
+# The real processes on this machine, without the tests across hosts.
+test-processes: PACKAGES := $(TEST_PACKAGES)
+test-processes: install
+	$(VENV)/bin/pytest -n $(TEST_PROCESSES) -m "slow and not hosts"
+
+# The tests across hosts (network namespaces, as root): partitions, clusters, failovers.
+test-hosts: PACKAGES := $(TEST_PACKAGES)
+test-hosts: install
+	$(VENV)/bin/pytest -n $(TEST_PROCESSES) -m hosts
 
 # Not tests: measurements against baselines run in the same script (bench/).
 bench: install

@@ -289,7 +289,7 @@ def namespaces_allowed():
     if why := why_unavailable():
         pytest.skip(
             f"its hosts are network namespaces, and here {why}: run the hosts lane as root"
-            " on a machine or VM (sudo .venv/bin/pytest -m hosts)"
+            " on a machine or VM: sudo make test-hosts"
         )
 
 

@@ -190,7 +190,11 @@ class LocalRabbitMQ:
         """rabbitmqctl on this node (about a second of its own VM's start)."""
         # On its host: the node's Erlang distribution listens on that host's loopback.
         argv = on(self.host, [*as_user(USER), str(CTL), "-n", self.node, *args])
-        done = subprocess.run(argv, env=self.environment(), capture_output=True, text=True)
+        # From its own folder: Erlang reads modules in the working directory first, and
+        # RabbitMQ 4's prints an error report there when the node's user cannot read it.
+        done = subprocess.run(
+            argv, env=self.environment(), cwd=self.data_dir, capture_output=True, text=True
+        )
         if done.returncode != 0:
             raise RuntimeError(f"rabbitmqctl {' '.join(args)}: {done.stdout}{done.stderr}")
         return done.stdout
@@ -224,7 +228,10 @@ class LocalRabbitMQ:
     def _runs_everywhere(self, vhost: str) -> bool:
         """Whether the vhost runs on every node; where it stopped (its start timed
         out), it is started again."""
-        states: dict[str, str] = self.api(f"vhosts/{vhost}")["cluster_state"]
+        # Empty until a node reports it: {} from RabbitMQ 3, [] from RabbitMQ 4.
+        states: dict[str, str] = self.api(f"vhosts/{vhost}")["cluster_state"] or {}
+        if not states:
+            return False
         for node, state in states.items():
             if state == "stopped":
                 self.api(f"vhosts/{vhost}/start/{quote(node, safe='')}", "POST")

@@ -11,13 +11,18 @@ Only addresses inside the network made here are ever targets. Making it needs ro
 there `ip netns exec` cannot remount /); elsewhere Network() raises NetworkUnavailable,
 saying why (`why_unavailable`)."""
 
+import fcntl
 import functools
 import ipaddress
 import os
 import shutil
 import subprocess
+import tempfile
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
+
+SUBNET_LOCK = Path(tempfile.gettempdir()) / "storefront-network.lock"
 
 
 class NetworkUnavailable(RuntimeError):
@@ -71,18 +76,21 @@ class Network:
         if why := why_unavailable():
             raise NetworkUnavailable(why)
         self.tag = uuid.uuid4().hex[:6]  # names of at most 15 characters, one per run
-        # A /24 of 10.213.0.0/16 that no interface here uses yet.
-        used = subprocess.run(["ip", "-o", "addr"], capture_output=True, text=True).stdout
-        self.subnet = next(
-            net
-            for net in ipaddress.ip_network("10.213.0.0/16").subnets(new_prefix=24)
-            if f" {net.network_address + 1}/" not in used
-        )
         self.bridge = f"sfb{self.tag}"
-        self.address = str(self.subnet.network_address + 1)  # this process's
         self.hosts: list[Host] = []
-        ip("link", "add", self.bridge, "type", "bridge")
-        ip("addr", "add", f"{self.address}/24", "dev", self.bridge)
+        # Chosen and taken under a lock: the tests run in several processes at once.
+        with open(SUBNET_LOCK, "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            # A /24 of 10.213.0.0/16 that no interface here uses yet.
+            used = subprocess.run(["ip", "-o", "addr"], capture_output=True, text=True).stdout
+            self.subnet = next(
+                net
+                for net in ipaddress.ip_network("10.213.0.0/16").subnets(new_prefix=24)
+                if f" {net.network_address + 1}/" not in used
+            )
+            self.address = str(self.subnet.network_address + 1)  # this process's
+            ip("link", "add", self.bridge, "type", "bridge")
+            ip("addr", "add", f"{self.address}/24", "dev", self.bridge)
         ip("link", "set", self.bridge, "up")
 
     def host(self, name: str) -> Host:
