@@ -479,6 +479,13 @@ def start_worker(start, project_env):
     return start_worker
 
 
+def beside_playwright():
+    """Lets this thread use the processes' database while Playwright's sync API runs an
+    event loop in it, which Django takes for async code: the test's own connection, used
+    by this thread alone, is safe all the same."""
+    return patch.dict(os.environ, DJANGO_ALLOW_ASYNC_UNSAFE="true")
+
+
 @pytest.fixture(scope="session")
 def migrated_sqlite(redis_server, tmp_path_factory):
     """An SQLite database migrated once; each test's is a copy of it."""
@@ -503,9 +510,7 @@ def database(project_env, django_db_blocker, request):
     )[alias]
     with django_db_blocker.unblock():
         yield alias
-        # Playwright's sync API runs an event loop in this thread, which Django takes
-        # for async code; closing this test's own connection is safe all the same.
-        with patch.dict(os.environ, DJANGO_ALLOW_ASYNC_UNSAFE="true"):
+        with beside_playwright():
             connections[alias].close()
     del connections[alias]
     del connections.settings[alias]
@@ -517,7 +522,8 @@ def seed_customers(database):
     does (in this process: a command's start-up is not what any test is about)."""
 
     def seed_customers(count):
-        call_command("seed_customers", count, database=database, stdout=io.StringIO())
+        with beside_playwright():
+            call_command("seed_customers", count, database=database, stdout=io.StringIO())
 
     return seed_customers
 
