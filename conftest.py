@@ -41,7 +41,7 @@ import redis
 import requests
 import yaml
 from aiosmtpd.controller import Controller
-from amqp.exceptions import NotFound
+from amqp.exceptions import InternalError, NotFound
 from django.conf import settings
 from django.core.cache import caches
 from django.core.management import call_command
@@ -146,6 +146,11 @@ class TaskQueue:
                     taken.append((message.headers["task"], message.decode()[0]))
             except NotFound:  # RabbitMQ: nothing declared it yet
                 pass
+            except InternalError as error:
+                # RabbitMQ: a quorum queue just declared, whose process is not up yet
+                # ("noproc"); nothing can be taken from it so far.
+                if "noproc" not in str(error):
+                    raise
             return taken
 
         return self._queue_do(drain)
