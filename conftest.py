@@ -506,10 +506,10 @@ def database(project_env, django_db_blocker, request):
     once, as postgres-rabbitmq's database is (a database on a host of its own is
     migrated where it is made)."""
     alias = "processes"
-    # configure_settings fills in Django's defaults (it wants a "default" beside it).
     parsed = dj_database_url.parse(project_env["DATABASE_URL"])
     if parsed["ENGINE"] == "django.db.backends.sqlite3" and not Path(parsed["NAME"]).exists():
         shutil.copyfile(request.getfixturevalue("migrated_sqlite"), parsed["NAME"])
+    # configure_settings fills in Django's defaults (it wants a "default" beside it).
     connections.settings[alias] = connections.configure_settings(
         {"default": parsed, alias: parsed}
     )[alias]

@@ -229,7 +229,7 @@ class LocalRabbitMQ:
         """Whether the vhost runs on every node; where it stopped (its start timed
         out), it is started again."""
         # Empty until a node reports it: {} from RabbitMQ 3, [] from RabbitMQ 4.
-        states: dict[str, str] = self.api(f"vhosts/{vhost}")["cluster_state"] or {}
+        states: dict[str, str] = self.api(f"vhosts/{vhost}")["cluster_state"]
         if not states:
             return False
         for node, state in states.items():
