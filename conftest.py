@@ -19,6 +19,7 @@ through Django (`database` is the name of a Django connection to it)."""
 
 import asyncio
 import base64
+import fcntl
 import io
 import json
 import logging
@@ -34,6 +35,7 @@ from contextlib import contextmanager
 from email import message_from_bytes
 from pathlib import Path
 from unittest.mock import patch
+from urllib.parse import urlsplit
 
 import dj_database_url
 import pytest
@@ -161,12 +163,28 @@ def task_queue(project_env):
     return TaskQueue(project_env)
 
 
-def call(project_env, message, *options):
-    """Send notify_customers(message) as an operator would: `celery call`, with its
-    options (e.g. "--countdown=6")."""
-    argv = [*procfile_command("worker")[:3], "call", "playground.tasks.notify_customers"]
-    argv += [f'--args=["{message}"]', *options]
-    subprocess.run(argv, cwd=BASE_DIR, env=project_env, check=True, capture_output=True)
+def celery_call(project_env, task, *args, **options):
+    """`celery call` of task(*args), with its options (e.g. countdown=6), as an operator
+    runs it; what it prints: the task's id."""
+    argv = [*procfile_command("worker")[:3], "call", task, f"--args={json.dumps(args)}"]
+    argv += [f"--{option}={value}" for option, value in options.items()]
+    done = subprocess.run(argv, cwd=BASE_DIR, env=project_env, check=True, capture_output=True)
+    return done.stdout.decode().strip()
+
+
+def call(project_env, message, **options):
+    """Send notify_customers(message) to the processes' broker as `celery call` does,
+    with its options. To a Redis, from this process: the same send_task, by an app
+    configured from the same settings for Redis, without a command's second of
+    start-up. To RabbitMQ (or Sentinels), through `celery call` itself: its app is
+    configured for that broker (quorum queues, native delayed delivery), this
+    process's is not."""
+    task, url = "playground.tasks.notify_customers", project_env["CELERY_BROKER_URL"]
+    if urlsplit(url).scheme != "redis":
+        celery_call(project_env, task, message, **options)
+        return
+    with celery_app.connection_for_write(url) as connection:
+        celery_app.send_task(task, [message], connection=connection, **options)
 
 
 def deliveries(database):
@@ -642,11 +660,26 @@ def prod_env(project_env):
     return project_env
 
 
+@pytest.fixture(scope="session")
+def collected_static(redis_server, tmp_path_factory, worker_id):
+    """The static files collected into STATIC_ROOT as the image's build does, once for
+    the run: every test process of it (pytest-xdist's) shares the clone's STATIC_ROOT,
+    so the first collects, under a lock, and the others find it done."""
+    run_dir = tmp_path_factory.getbasetemp()
+    if worker_id != "master":  # the folder of the run, above each test process's own
+        run_dir = run_dir.parent
+    env = production(project_env_for(redis_server, run_dir / "unused.sqlite3"))
+    with open(run_dir / "collectstatic.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (done := run_dir / "collectstatic.done").exists():
+            manage(env, "collectstatic", "--noinput")
+            done.touch()
+
+
 @pytest.fixture
-def prod_web(start, prod_env):
+def prod_web(start, prod_env, collected_static):
     """The web service as the image builds it (collectstatic) and docker-compose.yml runs
     it (migrations, then gunicorn), on a free port."""
-    manage(prod_env, "collectstatic", "--noinput")
     port = free_port()
     prod_env["GUNICORN_CMD_ARGS"] = f"--bind 127.0.0.1:{port} --workers 2"
     argv = ["sh", "-c", compose_command("web")]

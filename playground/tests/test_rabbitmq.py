@@ -52,7 +52,7 @@ def test_a_waiting_countdown_never_holds_up_other_work(
     seed_customers(3)
     start_worker("worker", "--concurrency=1")
 
-    call(project_env, "Later", "--countdown=6")
+    call(project_env, "Later", countdown=6)
     call(project_env, "Now")
 
     # "Now" is done while "Later" still waits for its countdown ...
@@ -133,7 +133,7 @@ def test_a_message_that_expired_in_the_queue_is_dropped_not_kept_as_poison(
     project_env, start_worker, database
 ):
     start_worker().stop()  # the queues are declared; nobody takes the message in time
-    call(project_env, "Too late", "--expires=1")
+    call(project_env, "Too late", expires=1)
     dead = TaskQueue(project_env, DEAD_LETTER_QUEUE)
     wait_until(lambda: dead.waiting() == 1, what="RabbitMQ dead-letters it as it expires")
 

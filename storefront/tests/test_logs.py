@@ -8,7 +8,6 @@ import gzip
 import json
 import logging
 import re
-import subprocess
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -16,8 +15,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 import requests
 
-from conftest import procfile_command, queued_tasks, wait_until
-from harness.processes import BASE_DIR, free_port, manage
+from conftest import celery_call, queued_tasks, wait_until
+from harness.processes import free_port, manage
 from storefront.logs import logging_config
 
 NOTIFY = "playground.tasks.notify_customers"
@@ -28,13 +27,6 @@ MALFORMED_ID = "not-a-uuid"
 PLAIN_LINE = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} [A-Z]+ [\w.]+: ")
 # `[2026-01-05 10:00:00,000: INFO/ForkPoolWorker-4]`: Celery's own format.
 CELERY_LINE = re.compile(r"\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}: [A-Z]+/[\w-]+\]")
-
-
-def call(project_env, task, *args):
-    """Send a task as an operator would (`celery call`); its id."""
-    argv = [*procfile_command("worker")[:3], "call", task, f"--args={json.dumps(args)}"]
-    done = subprocess.run(argv, cwd=BASE_DIR, env=project_env, check=True, capture_output=True)
-    return done.stdout.decode().strip()
 
 
 def lines(process):
@@ -135,7 +127,7 @@ def test_every_line_of_a_json_worker_is_an_object_and_a_task_line_names_its_task
 ):
     worker = start_worker()
 
-    task_id = call(project_env, NOTIFY, "Hello")
+    task_id = celery_call(project_env, NOTIFY, "Hello")
     worker.wait_for("Emails were successfully sent!")
 
     task_lines = [record for record in records(worker) if record.get("task_id") == task_id]
@@ -148,7 +140,7 @@ def test_a_task_error_is_one_json_line_with_its_traceback(
 ):
     worker = start_worker()
 
-    task_id = call(project_env, FINISH, MALFORMED_ID)
+    task_id = celery_call(project_env, FINISH, MALFORMED_ID)
     worker.wait_for("raised unexpected")
 
     errors = [record for record in records(worker) if record["level"] == "ERROR"]
@@ -162,7 +154,7 @@ def test_the_plain_worker_log_has_one_format_and_celerys_task_lines(
 ):
     worker = start_worker()
 
-    task_id = call(project_env, NOTIFY, "Hello")
+    task_id = celery_call(project_env, NOTIFY, "Hello")
     worker.wait_for("Emails were successfully sent!")
 
     log = lines(worker)
@@ -262,7 +254,7 @@ def test_an_error_in_a_task_reaches_sentry(sentry, project_env, database, start_
     project_env["SENTRY_DSN"] = sentry.dsn()
     start_worker()
 
-    call(project_env, FINISH, MALFORMED_ID)
+    celery_call(project_env, FINISH, MALFORMED_ID)
 
     wait_until(lambda: sentry.received("ValidationError"), what="the error's envelope at Sentry")
 
