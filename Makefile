@@ -65,7 +65,7 @@ typecheck: install
 # Every lane: the fast one (in-process unit tests) and the slow ones (real processes, and
 # hosts of their own), in TEST_PROCESSES processes (pytest-xdist): most of a slow test's
 # time is spent waiting on real processes, which another test's can use (README, *Tests*).
-TEST_PROCESSES ?= 2
+TEST_PROCESSES ?= 3
 test: lint typecheck
 	$(VENV)/bin/pytest -n $(TEST_PROCESSES)
 
