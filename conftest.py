@@ -168,8 +168,9 @@ def celery_call(project_env, task, *args, **options):
     runs it; what it prints: the task's id."""
     argv = [*procfile_command("worker")[:3], "call", task, f"--args={json.dumps(args)}"]
     argv += [f"--{option}={value}" for option, value in options.items()]
-    done = subprocess.run(argv, cwd=BASE_DIR, env=project_env, check=True, capture_output=True)
-    return done.stdout.decode().strip()
+    done = subprocess.run(argv, cwd=BASE_DIR, env=project_env, capture_output=True, text=True)
+    assert done.returncode == 0, f"{' '.join(argv)} failed:\n{done.stdout}{done.stderr}"
+    return done.stdout.strip()
 
 
 def call(project_env, message, **options):
