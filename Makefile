@@ -51,9 +51,11 @@ $(VENV)/.synced: Pipfile.lock .tools/bin/pipenv
 run: install
 	$(VENV)/bin/python -m harness.run
 
+# lint-imports: the import layers in pyproject.toml (no import circle).
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
 
 format: install
 	$(VENV)/bin/ruff check --fix .
@@ -64,7 +66,7 @@ typecheck: install
 
 # Every lane: the fast one (in-process unit tests) and the slow ones (real processes, and
 # hosts of their own), in TEST_PROCESSES processes (pytest-xdist): most of a slow test's
-# time is spent waiting on real processes, which another test's can use (README, *Tests*).
+# time is spent waiting on real processes, which another test's can use (docs/testing.md).
 TEST_PROCESSES ?= 3
 test: lint typecheck
 	$(VENV)/bin/pytest -n $(TEST_PROCESSES)
@@ -83,7 +85,8 @@ test-hosts: PACKAGES := $(TEST_PACKAGES)
 test-hosts: install
 	$(VENV)/bin/pytest -n $(TEST_PROCESSES) -m hosts
 
-# Not tests: measurements against baselines run in the same script (bench/).
+# Not tests: measurements against baselines run in the same script (bench/); a whole
+# run writes docs/measured.md.
 bench: install
 	$(VENV)/bin/python -m bench
 

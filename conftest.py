@@ -2,8 +2,8 @@
 (aiosmtpd) that can refuse or hold messages, a migrated SQLite database, and the
 project's own processes (web, worker, beat, flower) started from the Procfile's
 commands with an environment that points them at these. Never the machine's shared
-Redis: this test process's Celery app and cache point at memory until a test asks for
-the throwaway Redis, and then at it.
+Redis: this test process's Celery app and cache point at memory (storefront/settings/
+test.py) until a test asks for the throwaway Redis, and then at it.
 
 Two lanes: a test that uses the throwaway Redis (and so any process started here) is
 marked `slow`; `pytest -m "not slow"` runs the others, in process, in seconds.
@@ -237,28 +237,18 @@ def pool_processes(worker):
     return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
 
 
-@pytest.fixture(scope="session", autouse=True)
-def nothing_shared():
-    """Until a test asks for the throwaway Redis, this process's Celery app and cache
-    live in memory: a test can never reach the machine's shared Redis by mistake."""
-    celery_app.conf.update(broker_url="memory://", result_backend="cache+memory://")
-    memory = {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
-    with override_settings(CACHES={**settings.CACHES, "default": memory}):
-        yield
-
-
 @pytest.fixture(autouse=True)
 def forget_local_cache():
     caches["local"].clear()  # what this process remembers belongs to the test before
 
 
 @pytest.fixture(scope="session")
-def redis_server(tmp_path_factory, nothing_shared):
+def redis_server(tmp_path_factory):
     server = LocalRedis(free_port(), tmp_path_factory.mktemp("redis"))
     try:
         server.start()
     except RedisUnavailable as why:
-        pytest.exit(f"The tests need a real Redis and {why}: install redis-server.", returncode=1)
+        pytest.fail(f"The tests need a real Redis and {why}: install redis-server.")
     # This process enqueues and caches there too, never on the machine's shared Redis.
     celery_app.conf.update(broker_url=server.url(BROKER_DB), result_backend=server.url(CACHE_DB))
     cache = {**settings.CACHES["default"], "LOCATION": server.url(CACHE_DB)}
@@ -299,11 +289,13 @@ def own_broker(stack, project_env, tmp_path, request):
 
 
 def started(server, name):
-    """The throwaway server, started; a run that cannot have it stops, saying why."""
+    """The throwaway server, started; a test that cannot have it fails, saying why (not
+    pytest.exit: in a test process of pytest-xdist's, that ends the process mid-test and
+    the run reports only that it crashed)."""
     try:
         return server.start()
     except (PostgresUnavailable, RabbitMQUnavailable) as why:
-        pytest.exit(f"The postgres-rabbitmq tests need {name} and {why}.", returncode=1)
+        pytest.fail(f"The postgres-rabbitmq tests need {name} and {why}.")
 
 
 @pytest.fixture

@@ -15,13 +15,19 @@ import platform
 import shutil
 import subprocess
 import sys
+import time
+from datetime import UTC, datetime
 from importlib.metadata import version
 from pathlib import Path
 
 import django
 
 from bench.stage import Stage
-from harness.processes import POSTGRES_RABBITMQ, SQLITE_REDIS
+from harness.processes import BASE_DIR, POSTGRES_RABBITMQ, SQLITE_REDIS
+
+# The measured page, written by a whole run from its template's fixed text.
+PAGE = BASE_DIR / "docs" / "measured.md"
+TEMPLATE = Path(__file__).with_name("measured.md")
 
 WORKER_VARIANTS = [
     ("1 process", 1, []),
@@ -47,6 +53,7 @@ def main():
         print(json.dumps(measure(sys.argv[2], sys.argv[3:])))
         return
     chosen = sys.argv[1:]  # e.g. `python -m bench page job`; all of them by default
+    started = time.monotonic()
     if (not chosen or "page" in chosen) and not shutil.which("wrk"):
         sys.exit("The page benchmark needs wrk (the Debian package wrk): `make bench` installs it.")
     rows = []
@@ -56,6 +63,9 @@ def main():
             argv = [sys.executable, "-m", "bench", "--stack", stack, *here]
             rows += json.loads(subprocess.run(argv, check=True, stdout=subprocess.PIPE).stdout)
     print(table(rows))
+    if not chosen:  # the whole bench: its figures are the measured page's
+        PAGE.write_text(page(rows, time.monotonic() - started))
+        print(f"Wrote {PAGE.relative_to(BASE_DIR)}")
 
 
 def measure(stack, chosen):
@@ -82,17 +92,19 @@ def measure(stack, chosen):
         stage.close()
 
 
-def table(rows):
+def machine():
     cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
     models = [line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")]
     cpu = models[0] if models else platform.processor()
-    lines = [
+    return [
         f"Machine: {os.cpu_count()} cores, {cpu}, Python {sys.version.split()[0]}",
         "Versions: " + ", ".join(f"{name} {version(name)}" for name in VERSIONS_SHOWN),
-        "",
-        "| measure | figure | baseline | ratio |",
-        "| --- | ---: | ---: | ---: |",
     ]
+
+
+def figures(rows):
+    """The table's lines, and the notes the sections print under it."""
+    lines = ["| measure | figure | baseline | ratio |", "| --- | ---: | ---: | ---: |"]
     notes = []
     for row in rows:
         if "detail" in row:
@@ -103,7 +115,38 @@ def table(rows):
             f"| {row['measure']} | {row['figure']:,.1f} {unit} | {row['baseline']:,.1f} {unit} "
             f"| {row['ratio']:.2f}x |"
         )
-    return "\n".join(lines + [""] + notes)
+    return lines, notes
+
+
+def table(rows):
+    lines, notes = figures(rows)
+    return "\n".join([*machine(), "", *lines, "", *notes])
+
+
+def page(rows, seconds):
+    """The measured page: the template's fixed text around this run's figures."""
+    commit = git("rev-parse", "--short", "HEAD")
+    if git("status", "--porcelain", "--untracked-files=no"):
+        commit += " with uncommitted changes"
+    lines, notes = figures(rows)
+    when = f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC"
+    run = [
+        f"{when}, `make bench` at {commit}, {seconds / 60:.0f} min.",
+        "",
+        *(f"- {line}" for line in machine()),
+        "",
+        *lines,
+        "",
+        "```text",
+        *notes,
+        "```",
+    ]
+    return TEMPLATE.read_text().replace("{run}", "\n".join(run))
+
+
+def git(*args):
+    done = subprocess.run(["git", *args], cwd=BASE_DIR, capture_output=True, text=True, check=True)
+    return done.stdout.strip()
 
 
 if __name__ == "__main__":

@@ -79,7 +79,7 @@ def throughput(stage, variants):
 def drains(stage, start_consumer):
     """The rates and the CPU per task of ROUNDS drains, each by a consumer of its own: a
     worker of one process drains at one of two rates on two cores, as its main and pool
-    processes share a core or not (README, *Measured*), so one drain says little."""
+    processes share a core or not (docs/measured.md), so one drain says little."""
     rates, cpus = zip(*(drain(stage, start_consumer) for _ in range(ROUNDS)), strict=True)
     return rates, cpus
 

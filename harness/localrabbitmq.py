@@ -27,7 +27,7 @@ import requests
 
 from harness.localpostgres import alive, as_user, children
 from harness.network import Host, Network, on
-from harness.processes import free_port
+from harness.processes import free_port, free_ports
 from harness.waiting import NotYet, wait_until
 
 # Debian's /usr/sbin/rabbitmq-server is a wrapper that runs the node as the machine's
@@ -60,8 +60,7 @@ class LocalRabbitMQ:
         self.host = host
         self.address = host.address if host else "127.0.0.1"
         # Chosen once: a restarted node serves on the same ports.
-        self.management_port = free_port()
-        self.dist_port = free_port()
+        self.management_port, self.dist_port = free_ports(2, besides=(port,))
         self.node = f"storefront-test-{port}@{host.address if host else 'localhost'}"
         self.cookie = cookie or secrets.token_hex(20)
         self.peers = peers

@@ -134,8 +134,8 @@ class LocalSentinel:
 
 class RedisWithSentinels:
     """A Redis primary and its replica, each on a host of its own, watched by three
-    Sentinels on three more: the set a production Redis runs as (README, *Scaling
-    out*), for the tests that kill the primary."""
+    Sentinels on three more: the set a production Redis runs as (docs/operations.md,
+    *Scaling out*), for the tests that kill the primary."""
 
     master = "storefront"
 

@@ -9,7 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
-from contextlib import suppress
+from contextlib import ExitStack, suppress
 from pathlib import Path
 
 import redis
@@ -30,6 +30,20 @@ def free_port():
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def free_ports(count, besides=()):
+    """`count` different free ports, none of `besides`, for one server that listens on
+    several: held open together while the kernel picks them, so that it cannot hand
+    out one twice (it did once here: a RabbitMQ node refused its own port, eaddrinuse)."""
+    with ExitStack() as held:
+        ports: list[int] = []
+        while len(ports) < count:
+            sock = held.enter_context(socket.socket())
+            sock.bind(("127.0.0.1", 0))
+            if (port := sock.getsockname()[1]) not in besides:
+                ports.append(port)
+        return ports
 
 
 def worker_answers(env, hostname):

@@ -17,8 +17,9 @@ is that process's (128 + N for a signal N, as a shell reports it). A stop asked 
 asked, and `make run` prints no "Error 130" under the last lines of the log.
 
 The processes get this environment as it is: unlike `honcho start`, no `.env` is read,
-since `.env` is the compose stack's (README, *Production*: the real mail server among
-others). PROCFILE names another Procfile, as for honcho (the tests move its ports).
+since `.env` is the compose stack's (docs/operations.md, *Production and Docker
+Compose*: the real mail server among others). PROCFILE names another Procfile, as for
+honcho (the tests move its ports).
 
 Run it as `make run` (`python -m harness.run`), which installs everything first."""
 

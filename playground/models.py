@@ -57,8 +57,8 @@ class Notification(models.Model):
 
 class DeliveryManager(models.Manager["Delivery"]):
     """The two statements every email of a notification runs, each one plain SQL:
-    through the ORM, building them took more CPU than the rest of the email (README,
-    *Measured*: the job). They are built from the model's own fields, so a migration
+    through the ORM, building them took more CPU than the rest of the email
+    (docs/measured.md: the job). They are built from the model's own fields, so a migration
     that changes the table changes them too."""
 
     def insert(self, delivery: "Delivery") -> None:

@@ -62,11 +62,11 @@ def keep(
     return message
 
 
-def enqueue(task: Task, args: list[Any], task_id: str) -> OutboxMessage:
-    """Record the message in the current transaction; publish it after the commit (a
-    broker that is away leaves it for the relay). Call it inside transaction.atomic()
-    with the rows the message is about."""
-    message = OutboxMessage.objects.create(task_id=task_id, task=task.name, args=args)
+def enqueue(task: str, args: list[Any], task_id: str) -> OutboxMessage:
+    """Record the message for the task of this name in the current transaction; publish
+    it after the commit (a broker that is away leaves it for the relay). Call it inside
+    transaction.atomic() with the rows the message is about."""
+    message = OutboxMessage.objects.create(task_id=task_id, task=task, args=args)
     transaction.on_commit(lambda: publish(message))
     return message
 
@@ -129,16 +129,18 @@ def publish(message: OutboxMessage) -> bool:
 def send(task: str, args: list[Any], kwargs: dict[str, Any], task_id: str, **options: Any) -> None:
     """Publish a message recorded in the database (kept, or given up and replayed) under
     its own task id; kombu's OperationalError when the broker cannot take it."""
-    registered = current_app.tasks.get(task)
     current_app.send_task(
         task,
         args,
         kwargs,
         task_id=task_id,
         retry_policy=PUBLISH_RETRY_POLICY,
-        # Else the result backend is asked to watch for the result: against a Redis
-        # that is away, that waits out the backend's own long retries.
-        ignore_result=registered.ignore_result if registered else False,
+        # Nothing waits on the result of a message sent from here: the page follows the
+        # notification's rows, and a replayed message is part of no chord any more.
+        # Asked for it, the result backend would watch for it, and against a Redis that
+        # is away wait out its own long retries (the page hung 10 s and more). By name,
+        # whether or not this process imported the task (the web does not).
+        ignore_result=True,
         **whole_seconds(options),
     )
 

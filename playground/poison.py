@@ -106,7 +106,7 @@ class DeliveryCountingRequest(Request):
         except Exception as error:  # the cache is away: run it, as before there was a limit
             logger.warning("Cannot count the deliveries of %s (%r): running it", self, error)
             return
-        if deliveries > settings.CELERY_TASK_MAX_DELIVERIES and self.give_up(deliveries - 1):
+        if deliveries > settings.TASK_MAX_DELIVERIES and self.give_up(deliveries - 1):
             raise TaskRevokedError(self.id)
 
     def give_up(self, runs: int) -> bool:

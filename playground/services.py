@@ -7,10 +7,9 @@ message into a call here, and back."""
 
 import smtplib
 import uuid
-from collections.abc import Callable, Collection, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Collection, Iterable
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, TypedDict
+from typing import TypedDict
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import User
@@ -24,8 +23,9 @@ from . import outbox
 from .mailing import Mailing
 from .models import Delivery, Notification
 
-if TYPE_CHECKING:  # smtplib's type for a message: bytes-like or str
-    from typing_extensions import Buffer
+# The task that sends a notification, as tasks.py registers it (by its name: tasks.py
+# imports this module).
+NOTIFY_CUSTOMERS = "playground.tasks.notify_customers"
 
 
 class Progress(TypedDict):
@@ -63,16 +63,15 @@ def show_or_start(message: str) -> tuple[Notification | None, bool]:
     The notification and its message are recorded in one transaction and the message
     is published after the commit: a process killed in between leaves the message to
     Beat's relay_outbox, never a notification that nothing will run."""
-    from .tasks import notify_customers  # tasks call services: import when called
-
     notification = active_notification()
     kept = False
     if notification is None:
         with transaction.atomic():
             notification = claim(uuid.uuid4(), message)
             if notification is not None:
-                # The course's notify_customers.delay(message), under the notification's id.
-                outbox.enqueue(notify_customers, [message], task_id=str(notification.id))
+                # The course's notify_customers.delay(message), under the notification's
+                # id; by name, as tasks.py (which calls the services) registers it.
+                outbox.enqueue(NOTIFY_CUSTOMERS, [message], task_id=str(notification.id))
         if notification is None:  # another request started one a moment ago: show that one
             notification = Notification.objects.filter(active=True).first()
         else:
@@ -110,7 +109,7 @@ def unreached(notification: Notification, customer_ids: Iterable[int]) -> QueryS
     return customers().filter(id__in=customer_ids).exclude(delivery__notification=notification)
 
 
-def send_batch(
+def email_customers(
     notification: Notification, customer_ids: Iterable[int], connection: BaseEmailBackend
 ) -> None:
     """Email the notification over `connection` to those of these customers not
@@ -150,8 +149,7 @@ def deliver(mailing: Mailing, customer: User) -> None:
     notification = mailing.notification
     intent = Delivery(notification=notification, customer=customer, status=Delivery.Status.SENDING)
     try:
-        with intent_before_handover(mailing.smtp, lambda: Delivery.objects.insert(intent)):
-            mailing.send_to(customer)
+        mailing.send_to(customer, before_handover=lambda: Delivery.objects.insert(intent))
     except IntegrityError:
         return  # another run of this batch has this customer: theirs is the one email
     except (smtplib.SMTPRecipientsRefused, smtplib.SMTPDataError) as refused:
@@ -169,35 +167,6 @@ def deliver(mailing: Mailing, customer: User) -> None:
     # Any other failure after the intent (a connection lost, a silent server) leaves it
     # "sending": whether the server took the message is unknown.
     conclude(notification, customer, intent, Delivery.Status.SENT)
-
-
-@contextmanager
-def intent_before_handover(
-    client: smtplib.SMTP | None, record_intent: Callable[[], None]
-) -> Iterator[None]:
-    """Within it, sending through the smtplib `client` records the intent just before
-    the message is handed over: before SMTP's DATA, once the server has accepted the
-    recipients. Without one (a connection that is not SMTP: memory, console) the
-    message is handed over as sending starts."""
-    if client is None:
-        record_intent()
-        yield
-        return
-    data = client.data
-
-    def data_after_intent(msg: "Buffer | str") -> tuple[int, bytes]:
-        try:
-            record_intent()
-        except BaseException:
-            client.rset()  # nothing was handed over: the connection serves the next one
-            raise
-        return data(msg)
-
-    client.data = data_after_intent  # type: ignore[method-assign]
-    try:
-        yield
-    finally:
-        del client.data
 
 
 def conclude(
@@ -229,7 +198,7 @@ def record(
     error: str = "",
 ) -> None:
     """One INSERT that keeps the first record of each customer, rather than a SELECT
-    and an INSERT per customer (README, *Measured*: the job)."""
+    and an INSERT per customer (docs/measured.md: the job)."""
     Delivery.objects.bulk_create(
         [
             Delivery(notification=notification, customer=c, status=status, error=error)

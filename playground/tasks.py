@@ -30,6 +30,8 @@ def notify_customers(self: Task, message: str) -> None:
     is dropped. Safe to run again: a finished notification is not sent again, and the
     batches of a running one skip whoever already has the message."""
     notification_id = str(self.request.id)
+    # The page claimed its notification already (this finds it); a run sent by Beat,
+    # `celery call` or a replay claims one here.
     notification = services.claim(notification_id, message)
     if notification is None:
         logger.info("Another notification is running: retrying later")
@@ -64,7 +66,7 @@ def send_batch(self: Task, notification_id: str, customer_ids: list[int]) -> Non
         return
     try:
         with get_connection() as connection:
-            services.send_batch(notification, customer_ids, connection)
+            services.email_customers(notification, customer_ids, connection)
     except (smtplib.SMTPException, OSError) as error:
         if self.request.retries < settings.NOTIFY_MAX_RETRIES:
             countdown = get_exponential_backoff_interval(

@@ -3,7 +3,7 @@
 The course points Celery at `django.conf:settings`, and Celery then looks every
 setting up through Django's lazy settings object, trying two names in each of its
 maps on each lookup, a missing one raising inside Django each time: about a fifth of a
-`.delay()` (README, *Measured*; docs/upstream/celery-reads-django-settings-lazily.md).
+`.delay()` (docs/measured.md; docs/upstream/celery-reads-django-settings-lazily.md).
 
 The copy is taken from the same settings when Celery first loads its configuration, so
 the course's line means what it says. Like any Celery configuration, it is read once:

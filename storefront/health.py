@@ -78,7 +78,7 @@ def health():
         "broker": node is not None,
     }
     down = [name for name, ok in checks.items() if not ok]
-    # Which node serves, for an operator checking a cluster (README, *Scaling out*).
+    # Which node serves, for an operator checking a cluster (docs/operations.md, *Scaling out*).
     body = {"status": "down" if down else "ok", "down": down, "broker_node": node}
     return JsonResponse(body, status=503 if down else 200)
 

@@ -47,7 +47,8 @@ class PlainFormatter(logging.Formatter):
         self._task_style = logging.StrFormatStyle(PLAIN_TASK)
 
     def formatMessage(self, record: logging.LogRecord) -> str:
-        if hasattr(record, "task_id"):
+        # Celery's own lines about a task ("Task ...[id] succeeded") name it already.
+        if hasattr(record, "task_id") and f"[{record.task_id}]" not in record.message:
             return self._task_style.format(record)
         return super().formatMessage(record)
 

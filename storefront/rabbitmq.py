@@ -9,7 +9,6 @@ own count (playground/poison.py), for when the cache that keeps that count is aw
 
 from typing import Any
 
-from celery import signals
 from kombu import Exchange, Queue
 
 TASK_QUEUE = "celery"
@@ -39,11 +38,11 @@ def dead_letter_queue() -> Queue:
     return Queue(DEAD_LETTER_QUEUE, queue_arguments={"x-queue-type": "quorum"})
 
 
-@signals.worker_ready.connect
 def declare_dead_letter_queue(sender: Any, **kwargs: Any) -> None:
-    """Each worker declares it as it starts: RabbitMQ drops what it dead-letters to a
-    queue that does not exist. Workers do not consume it: an operator inspects and
-    replays it (README, *Poison messages*)."""
+    """Each worker declares it as it starts (storefront/celery.py connects this to
+    worker_ready): RabbitMQ drops what it dead-letters to a queue that does not exist.
+    Workers do not consume it: an operator inspects and replays it (docs/reliability.md,
+    *When things fail*)."""
     if not sender.app.conf.broker_url.startswith(("amqp", "pyamqp")):
         return
     with sender.app.connection_for_write() as connection:

@@ -5,7 +5,7 @@ task, that much later.
 Celery buffers task events in the worker already, but flushes the buffer on the next
 turn of its event loop: with one message in hand at a time that is one PUBLISH, a round
 trip to the broker, per event; three per task, in the chain from one task to the next.
-They were the largest part of a short task's cost (README, *Measured*;
+They were the largest part of a short task's cost (docs/measured.md;
 docs/upstream/celery-task-events-one-publish-each.md). This consumer
 step (Celery's extension point for the worker's consumer) defers the flush instead;
 Celery's own buffer limit (24 events) still flushes a full buffer at once, and the step

@@ -28,15 +28,15 @@ it from there in the same atomic step (one script). What a dead worker leaves on
 `unacked_restore_interval`) once it has been there longer than the visibility timeout,
 as kombu does for `unacked`. While messages wait (the record says how many), the next
 is taken and recorded in one script instead, in Redis and at once too: one round trip
-where BLMOVE and the record are two (README, *Measured*). A worker of several queues (or
+where BLMOVE and the record are two (docs/measured.md). A worker of several queues (or
 priorities) keeps kombu's BRPOP: BLMOVE takes one list.
 
 Every command without a client of its own (each publish, acknowledgement and task event)
 goes through one redis-py client per channel, where kombu builds a new one each time
 (docs/upstream/kombu-redis-client-per-command.md).
 
-The settings register this class under the URL schemes redis and rediss (and its
-Sentinel form under sentinel), so
+`serve_redis_urls()` (called by storefront/celery.py) registers this class under the
+URL schemes redis and rediss (and its Sentinel form under sentinel), so
 CELERY_BROKER_URL alone still decides which transport runs. (kombu takes a class by path
 from the `transport` argument, Celery's broker_transport, but that one would win over
 every URL: the tests' memory:// and a RabbitMQ amqp:// too.)"""
@@ -48,11 +48,23 @@ from queue import Empty
 from time import monotonic, time
 from typing import Any, NamedTuple
 
+from kombu import transport as kombu_transport
 from kombu.transport import redis, virtual
 from kombu.utils.encoding import bytes_to_str
 from kombu.utils.json import dumps, loads
 
 logger = logging.getLogger(__name__)
+
+
+def serve_redis_urls() -> None:
+    """Make this the transport of every redis://, rediss:// and sentinel:// URL; the
+    others (memory:// in the tests, amqp:// for RabbitMQ) keep kombu's. Before any
+    connection: kombu keeps the class it first finds for a name."""
+    kombu_transport.TRANSPORT_ALIASES.update(
+        redis=f"{__name__}:Transport",
+        rediss=f"{__name__}:Transport",
+        sentinel=f"{__name__}:SentinelTransport",
+    )
 
 
 def malformed_list(queue: str) -> str:
@@ -169,8 +181,8 @@ class TakingQoS(redis.QoS):
         # kombu 5.7's own (test_bad_input.py pins it), but for the message leaving the
         # taking list in the same command that records it as unacknowledged: one script
         # where kombu's transaction is four commands and five replies to read; with the
-        # acknowledgement's, nearly a fifth of the worker's CPU for a short task (README,
-        # *Measured*; docs/upstream/kombu-redis-unacked-bookkeeping-in-transactions.md).
+        # acknowledgement's, nearly a fifth of the worker's CPU for a short task
+        # (docs/upstream/kombu-redis-unacked-bookkeeping-in-transactions.md).
         taken = self.channel.taken
         if taken is None:
             super().append(message, delivery_tag)
@@ -218,8 +230,8 @@ class Channel(redis.Channel):
     # The take in flight: BLMOVE, which waits for a message, or EVAL (TAKE_AND_RECORD).
     _take_command = "BLMOVE"
     # Whether messages waited on the queue at the last take: then the next is taken and
-    # recorded in one script, one round trip where BLMOVE and the record are two (README,
-    # *Measured*); an empty queue is waited on with BLMOVE.
+    # recorded in one script, one round trip where BLMOVE and the record are two
+    # (docs/measured.md); an empty queue is waited on with BLMOVE.
     backlog = False
     # The client every publish, acknowledgement and event goes through, on kombu's pool.
     _client: Any = None
@@ -230,8 +242,8 @@ class Channel(redis.Channel):
     @contextmanager
     def conn_or_acquire(self, client: Any = None) -> Iterator[Any]:
         # kombu builds a new redis-py client for each call here (each publish, ack and
-        # event), which costs more than the command it sends (README, *Measured*;
-        # docs/upstream/kombu-redis-client-per-command.md). One client is kept instead,
+        # event), which costs more than the command it sends
+        # (docs/upstream/kombu-redis-client-per-command.md). One client is kept instead,
         # rebuilt whenever kombu replaces its pool (after a fork or a lost connection).
         if client is None:
             if self._client is None or self._client.connection_pool is not self.pool:

@@ -35,7 +35,7 @@ from playground import services
 from playground.models import Delivery
 
 CUSTOMERS = 300
-# A few per kind keep the file near a minute; the README's rate comes from more.
+# A few per kind keep the file near a minute; docs/reliability.md's rate comes from more.
 TRIALS = os.environ.get("EXACTLY_ONCE_TRIALS")
 POOL_TRIALS = WORKER_TRIALS = int(TRIALS) if TRIALS else 3
 WHOLE_WORKER_TRIALS = [

@@ -6,7 +6,7 @@ left in Redis) to show it happened exactly as often as it should.
 A worker is killed or stopped while the SMTP server holds a message unanswered: the
 server has not taken that message, so the batch must send it again. (A kill in the
 millisecond between the server taking a message and the delivery record being
-written would send that one message twice; see the README.)"""
+written would send that one message twice; see docs/reliability.md.)"""
 
 import json
 import os

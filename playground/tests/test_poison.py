@@ -89,7 +89,7 @@ def requeued(reject):
 
 @pytest.fixture
 def worker(settings):
-    settings.CELERY_TASK_MAX_DELIVERIES = 3
+    settings.TASK_MAX_DELIVERIES = 3
     cache.clear()
     return Worker(tasks.send_batch)
 

@@ -123,8 +123,8 @@ def test_a_batch_sends_once_to_each_customer_not_yet_reached(customers):
     ids = [c.id for c in customers]
     services.record(notification, customers[:2], Delivery.Status.SENT)
 
-    services.send_batch(notification, ids, RefusingConnection())
-    services.send_batch(notification, ids, RefusingConnection())  # run again: nothing more
+    services.email_customers(notification, ids, RefusingConnection())
+    services.email_customers(notification, ids, RefusingConnection())  # run again: nothing more
 
     assert sorted(m.to[0] for m in mail.outbox) == [f"c{n}@example.com" for n in (2, 3, 4)]
     message_id = f"<{notification.id}.{customers[2].id}@storefront>"
@@ -136,7 +136,7 @@ def test_a_permanent_refusal_fails_that_customer_and_the_others_still_get_it(cus
     notification = services.claim(FIRST, "Hi")
     connection = RefusingConnection({"c1@example.com": (550, b"No such mailbox")})
 
-    services.send_batch(notification, [c.id for c in customers], connection)
+    services.email_customers(notification, [c.id for c in customers], connection)
 
     failed = Delivery.objects.get(status="failed")
     assert (failed.customer, failed.error) == (customers[1], "550 b'No such mailbox'")
@@ -148,7 +148,7 @@ def test_a_temporary_refusal_is_raised_for_the_batch_to_retry_and_records_nothin
     connection = RefusingConnection({"c0@example.com": (451, b"Try again later")})
 
     with pytest.raises(smtplib.SMTPRecipientsRefused):
-        services.send_batch(notification, [c.id for c in customers], connection)
+        services.email_customers(notification, [c.id for c in customers], connection)
 
     assert not Delivery.objects.exists()
 
@@ -354,8 +354,10 @@ def test_a_message_whose_answer_never_came_is_not_sent_again_and_is_reported_unk
     ids = [c.id for c in customers]
 
     with pytest.raises(smtplib.SMTPServerDisconnected):  # the batch retries
-        services.send_batch(notification, ids, smtp_connection(ScriptedSMTP(lost_in_data=True)))
-    services.send_batch(notification, ids, RefusingConnection())  # the retry
+        services.email_customers(
+            notification, ids, smtp_connection(ScriptedSMTP(lost_in_data=True))
+        )
+    services.email_customers(notification, ids, RefusingConnection())  # the retry
 
     assert sorted(m.to[0] for m in mail.outbox) == [f"c{n}@example.com" for n in (1, 2, 3, 4)]
     running = services.progress(notification)
@@ -373,7 +375,7 @@ def test_a_rerun_skips_a_customer_a_killed_worker_left_sending_and_finishing_rep
     # The intent, as a worker killed mid-send leaves it.
     Delivery.objects.create(notification=notification, customer=customers[2], status="sending")
 
-    services.send_batch(notification, [c.id for c in customers], RefusingConnection())
+    services.email_customers(notification, [c.id for c in customers], RefusingConnection())
 
     assert "c2@example.com" not in {m.to[0] for m in mail.outbox}
     assert len(mail.outbox) == 4

@@ -9,12 +9,13 @@ from django.conf import settings
 from django.urls import resolve
 
 from conftest import queued_tasks
-from playground import views
+from playground import services, tasks, views
 from storefront.celery import celery
 
 
 def test_notify_customers_is_registered_under_the_course_name():
     assert "playground.tasks.notify_customers" in celery.tasks
+    assert tasks.notify_customers.name == services.NOTIFY_CUSTOMERS  # what the page starts
 
 
 @pytest.mark.parametrize("name", sorted(settings.CELERY_BEAT_SCHEDULE))

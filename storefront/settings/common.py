@@ -9,7 +9,6 @@ from urllib.parse import urlsplit
 import dj_database_url
 from celery.schedules import crontab
 from csp.constants import NONE, SELF
-from kombu import transport as kombu_transport
 
 from storefront.logs import logging_config, report_errors_to_sentry
 from storefront.rabbitmq import task_queues
@@ -131,7 +130,7 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 REDIS_CACHE_URL = env_redis_url("REDIS_CACHE_URL")
 # Any of the Redis URLs may name Sentinels instead (sentinel://host:26379/DB;sentinel://…):
 # they name the primary of this Redis set, and its replica once promoted
-# (storefront/sentinel.py; README, *Scaling out*).
+# (storefront/sentinel.py; docs/operations.md, *Scaling out*).
 REDIS_SENTINEL_MASTER = env("REDIS_SENTINEL_MASTER", "storefront")
 CACHES = {
     "default": {
@@ -148,8 +147,8 @@ CACHES = {
         ),
     },
     # What each process may remember for a second without asking anyone: the hello
-    # page's lookup of the notification on its way is most of its cost (README,
-    # *Measured*: the page).
+    # page's lookup of the notification on its way is most of its cost
+    # (docs/measured.md: the page).
     "local": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "TIMEOUT": 1},
 }
 
@@ -179,16 +178,6 @@ report_errors_to_sentry(SENTRY_DSN)
 # The course's broker (development: Redis DB 1 on this machine), or RabbitMQ (amqp://).
 CELERY_BROKER_URL = env("CELERY_BROKER_URL")
 BROKER_IS_RABBITMQ = urlsplit(CELERY_BROKER_URL).scheme in ("amqp", "amqps", "pyamqp")
-# Bytes in a queue that are no message (not JSON, another shape, no headers...) never stop
-# a worker: it sets them aside in Redis (celery.malformed) and logs one line
-# (storefront/transport.py). Named for the URL's schemes, so that the URL still decides:
-# memory:// (the tests) and amqp:// (RabbitMQ) keep their own transports. Here, before
-# any connection: kombu keeps the class it first finds for a name.
-kombu_transport.TRANSPORT_ALIASES.update(
-    redis="storefront.transport:Transport",
-    rediss="storefront.transport:Transport",
-    sentinel="storefront.transport:SentinelTransport",
-)
 # Results (and the STARTED state) in the cache's Redis, so Flower and AsyncResult can
 # report them, and the chord that finishes a notification can count its batches (which
 # RabbitMQ, keeping no results, cannot).
@@ -197,7 +186,7 @@ CELERY_RESULT_BACKEND = env_redis_url("CELERY_RESULT_BACKEND", REDIS_CACHE_URL)
 # Sentinel failover, a restart) is retried with backoff instead of failing the task
 # that has done its work: a failed batch would fail the notification's chord, which then
 # finished it early (python -m bench failover: a batch of 100 customers never emailed in
-# 2 of 37 failovers without it, none in 10 with it; README, *Scaling out*). 20 tries,
+# 2 of 37 failovers without it, none in 10 with it; docs/operations.md, *Scaling out*). 20 tries,
 # with jittered backoff capped at 10 s, wait out about a minute.
 CELERY_RESULT_BACKEND_ALWAYS_RETRY = True
 CELERY_RESULT_BACKEND_MAX_RETRIES = 20
@@ -219,7 +208,8 @@ CELERY_TASK_SOFT_TIME_LIMIT = float(env("CELERY_TASK_SOFT_TIME_LIMIT", 60))
 CELERY_TASK_TIME_LIMIT = float(env("CELERY_TASK_TIME_LIMIT", 90))
 # Workers started before Redis keep trying instead of exiting.
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
-# Exactly one Beat per broker: a second one refuses to start (storefront/beat.py).
+# Exactly one Beat per deployment, locked in the cache's Redis: a second one refuses to
+# start (storefront/beat.py).
 CELERY_BEAT_SCHEDULER = "storefront.beat:SingleBeatScheduler"
 
 # Nothing lost when a worker dies: a message is acknowledged only once its task has
@@ -230,12 +220,12 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 # But not forever: a message whose task kills its pool process on every delivery would
 # come back forever. Its next delivery past this many is given up: recorded for the
 # admin to replay, failed, gone from Redis (playground/poison.py).
-CELERY_TASK_MAX_DELIVERIES = int(env("CELERY_TASK_MAX_DELIVERIES", 5))
+TASK_MAX_DELIVERIES = int(env("CELERY_TASK_MAX_DELIVERIES", 5))
 # The deliveries are counted where the worker hands a message to a pool process, for
 # every task: the request class is the one place, and annotations set it from here.
 CELERY_TASK_ANNOTATIONS = {"*": {"Request": "playground.poison:DeliveryCountingRequest"}}
 # The jobs wait on SMTP more than they compute, so two pool processes per core keep
-# the cores busy (README, *Measured*: the job with 1, 2 and 4 processes).
+# the cores busy (docs/measured.md: the job with 1, 2 and 4 processes).
 # `celery worker --concurrency=N` still overrides it.
 CELERY_WORKER_CONCURRENCY = int(env("CELERY_WORKER_CONCURRENCY", 2 * (os.cpu_count() or 1)))
 # Each pool process reserves one message at a time: none waits behind a long task.
@@ -256,7 +246,7 @@ CELERY_WORKER_SOFT_SHUTDOWN_TIMEOUT = float(env("CELERY_WORKER_SOFT_SHUTDOWN_TIM
 CELERY_WORKER_MAX_TASKS_PER_CHILD = int(env("CELERY_WORKER_MAX_TASKS_PER_CHILD", 1000))
 CELERY_WORKER_MAX_MEMORY_PER_CHILD = int(env("CELERY_WORKER_MAX_MEMORY_PER_CHILD", 300_000))
 # Results (the chord's bookkeeping included) expire from Redis after a day: nothing a
-# notification leaves there outlives it (README, *Long-running*).
+# notification leaves there outlives it (docs/operations.md, *Long-running*).
 CELERY_RESULT_EXPIRES = int(env("CELERY_RESULT_EXPIRES", 24 * 3600))
 
 # RabbitMQ: a worker that stops answering heartbeats for about this long (seconds) is
@@ -269,9 +259,9 @@ CELERY_BROKER_HEARTBEAT = float(env("CELERY_BROKER_HEARTBEAT", 120))
 # running (or waiting for its countdown) would start a second time.
 # A worker killed whole (not just a pool process) leaves its message to the next
 # worker that starts or sweeps (every 10 s) after this long.
-CELERY_VISIBILITY_TIMEOUT = float(env("CELERY_VISIBILITY_TIMEOUT", 300))
+VISIBILITY_TIMEOUT = float(env("CELERY_VISIBILITY_TIMEOUT", 300))
 CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, object] = {
-    "visibility_timeout": CELERY_VISIBILITY_TIMEOUT,
+    "visibility_timeout": VISIBILITY_TIMEOUT,
     "unacked_restore_interval": 10,
     "unacked_restore_throttle": 1,
     # One Redis list per queue, no priority lists beside it (no task here has a
@@ -286,7 +276,7 @@ CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, object] = {
     "max_retries": 0,
 }
 CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS: dict[str, object] = {
-    "visibility_timeout": CELERY_VISIBILITY_TIMEOUT
+    "visibility_timeout": VISIBILITY_TIMEOUT
 }
 if any(is_sentinel(url) for url in (CELERY_BROKER_URL, CELERY_RESULT_BACKEND)):
     # kombu and Celery ask the Sentinels for the primary of this name.
@@ -297,7 +287,7 @@ if BROKER_IS_RABBITMQ:
     # Countdowns (retries' backoff, the one-active rule's retry) wait in RabbitMQ's
     # delay queues (native delayed delivery): with quorum queues a worker cannot raise
     # its prefetch for them, so a countdown it held would hold up the work behind it.
-    CELERY_TASK_QUEUES = task_queues(CELERY_TASK_MAX_DELIVERIES)
+    CELERY_TASK_QUEUES = task_queues(TASK_MAX_DELIVERIES)
     CELERY_TASK_DEFAULT_QUEUE_TYPE = "quorum"
     CELERY_TASK_DEFAULT_EXCHANGE_TYPE = "topic"
     CELERY_BROKER_TRANSPORT_OPTIONS = {

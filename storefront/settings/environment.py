@@ -15,7 +15,7 @@ DEFAULTS: dict[str, str] = {}
 
 # The course's Redis layout, wherever a Redis URL is written (dev.py's defaults, the
 # harness's throwaway servers; docker-compose.yml spells the same numbers): the broker
-# (and results) on database 1, the cache on database 2.
+# on database 1, the cache (and task results, which follow it) on database 2.
 BROKER_DB, CACHE_DB = 1, 2
 
 

@@ -66,3 +66,11 @@ def test_celery_still_reads_django_settings_through_the_lazy_object(lazy_setting
     for name in DEFAULTS:
         app.conf[name]
     assert len(lazy_settings_reads) > 100
+
+
+def test_every_celery_setting_of_django_is_one_celery_knows():
+    # The project's own settings carry its names: Celery's configuration holds Celery's.
+    unknown = [
+        name for name in CELERY_SETTINGS if name.removeprefix("CELERY_").lower() not in DEFAULTS
+    ]
+    assert unknown == []

@@ -161,6 +161,7 @@ def test_the_plain_worker_log_has_one_format_and_celerys_task_lines(
     assert [line for line in log if CELERY_LINE.match(line)] == []
     naming_the_task = [line for line in log if task_id in line]
     assert len(naming_the_task) >= 4  # received, "Sending 0 emails...", "Hello", succeeded
+    assert [line for line in naming_the_task if line.count(task_id) > 1] == []  # named once
     assert all(PLAIN_LINE.match(line) for line in naming_the_task), naming_the_task
     assert f" INFO playground.tasks: {NOTIFY}[{task_id}]: Hello" in "\n".join(log)
 

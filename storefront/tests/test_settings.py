@@ -1,6 +1,14 @@
-"""Relations between settings that a later change must not break silently."""
+"""Relations between settings that a later change must not break silently, and
+settings that are data: importing them changes no library's globals."""
 
+import os
+import subprocess
+import sys
+
+import pytest
 from django.conf import settings
+
+from harness.processes import BASE_DIR, production
 
 
 def test_redis_redelivers_only_after_the_longest_task_and_countdown_could_end():
@@ -31,3 +39,42 @@ def test_a_notification_is_called_stale_only_after_its_longest_silence_could_end
     # A batch may run for the hard time limit and then wait out its longest backoff.
     longest = settings.CELERY_TASK_TIME_LIMIT + settings.NOTIFY_RETRY_BACKOFF_MAX
     assert longest < settings.NOTIFY_STALE_AFTER
+
+
+# A fresh interpreter sets the app up (the storefront package: storefront/celery.py),
+# notes kombu's transport names and the receivers of every Celery signal, imports the
+# settings and prints whether either changed.
+IMPORT_THE_SETTINGS = """
+import json, sys
+import storefront
+from celery import signals
+from celery.utils.dispatch import Signal
+from kombu.transport import TRANSPORT_ALIASES
+
+def library_state():
+    receivers = {
+        name: len(signal.receivers)
+        for name, signal in vars(signals).items()
+        if isinstance(signal, Signal)
+    }
+    return dict(TRANSPORT_ALIASES), receivers
+
+before = library_state()
+__import__(sys.argv[1])
+print(json.dumps(library_state() == before))
+"""
+
+
+@pytest.mark.parametrize("module", ["storefront.settings.dev", "storefront.settings.prod"])
+def test_importing_the_settings_changes_no_librarys_globals(module):
+    env = production(os.environ) if module.endswith("prod") else dict(os.environ)
+    env.update(
+        DATABASE_URL="sqlite:///unused.sqlite3",
+        CELERY_BROKER_URL="redis://127.0.0.1:6379/1",
+        REDIS_CACHE_URL="redis://127.0.0.1:6379/2",
+        FLOWER_BASIC_AUTH="tester:long enough password 1",
+    )
+    argv = [sys.executable, "-c", IMPORT_THE_SETTINGS, module]
+    done = subprocess.run(argv, cwd=BASE_DIR, env=env, capture_output=True, text=True)
+
+    assert (done.returncode, done.stdout.strip()) == (0, "true"), done.stderr
