@@ -27,9 +27,7 @@ SQLITE_REDIS, POSTGRES_RABBITMQ = STACKS = ("sqlite-redis", "postgres-rabbitmq")
 
 
 def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    return free_ports(1)[0]
 
 
 def free_ports(count, besides=()):
