@@ -680,8 +680,9 @@ def prod_web(start, prod_env, collected_static):
 
 
 @pytest.fixture
-def start_beat(start, project_env, tmp_path):
-    """Start Beat; it is ready once it holds its lock in the cache's Redis."""
+def start_beat(start, project_env, database, tmp_path):
+    """Start Beat (on the processes' database: notify_customers goes through the
+    outbox); it is ready once it holds its lock in the cache's Redis."""
 
     def holds_lock():
         with redis.Redis.from_url(project_env["REDIS_CACHE_URL"]) as client:

@@ -9,6 +9,7 @@ from bench.stage import cpu_seconds, p50_p99, row
 from bench.tasks import stamp, tally
 from harness.waiting import wait_until
 from playground.tasks import notify_customers
+from storefront.celery import celery
 
 CALLS = 3000
 PROFILED = 500
@@ -18,25 +19,30 @@ ROUND_TRIPS = 300
 
 
 def delay_cost(stage):
-    """µs per notify_customers.delay('Hello') from this process, against LPUSH of a
-    message of the same size; and where the time goes."""
+    """µs per notify_customers.delay('Hello') from this process (through the outbox),
+    and per send_task of the same message (Celery alone), against LPUSH of a message of
+    the same size; and where .delay()'s time goes."""
     notify_customers.delay("Hello")  # connect and declare once, as a running server has
     message = stage.broker.lpop("celery")
-    started = time.perf_counter()
-    for _ in range(CALLS):
-        notify_customers.delay("Hello")
-    delay = (time.perf_counter() - started) / CALLS
-    started = time.perf_counter()
-    for _ in range(CALLS):
-        stage.broker.lpush("bench:floor", message)
-    floor = (time.perf_counter() - started) / CALLS
+    delay = per_call(lambda: notify_customers.delay("Hello"))
+    send = per_call(lambda: celery.send_task(notify_customers.name, ["Hello"]))
+    floor = per_call(lambda: stage.broker.lpush("bench:floor", message))
     profile = cProfile.Profile()
     profile.runcall(lambda: [notify_customers.delay("Hello") for _ in range(PROFILED)])
     stage.broker.flushdb()
     return [
         row(".delay() from Django", delay * 1e6, floor * 1e6, "µs/call", lower_is_better=True),
+        row("send_task() from Django", send * 1e6, floor * 1e6, "µs/call", lower_is_better=True),
         {"detail": "Where .delay() spends its time (cProfile):\n" + hot_spots(profile, PROFILED)},
     ]
+
+
+def per_call(call):
+    """Seconds per call of `call`, over CALLS calls."""
+    started = time.perf_counter()
+    for _ in range(CALLS):
+        call()
+    return (time.perf_counter() - started) / CALLS
 
 
 def hot_spots(profile, calls, count=8):

@@ -1,15 +1,13 @@
 """Sending a task never fails its caller because of the broker, and never gets lost
 between the database and the broker.
 
-- `enqueue()` is the transactional outbox: the message is written in the caller's
-  transaction (with the rows it belongs to) and published once that commits. A process
-  killed in between leaves the row, and Beat's relay_outbox publishes it.
-- Tasks whose base class is OutboxTask may be sent with `.delay()` and
-  `.apply_async()` as the course does: a message the broker cannot take (down, or hung)
-  is kept in the same table.
+`enqueue()` is the one way in, a transactional outbox: the message is written in the
+caller's transaction (with the rows it belongs to) and published once that commits. A
+process killed in between, or a broker that cannot take it (down, or hung), leaves the
+row, and Beat's relay_outbox publishes it. Tasks whose base class is OutboxTask are
+sent through it by `.delay()` and `.apply_async()`, as the course writes them.
 
-Either way a kept message keeps its task id, so a task can tell a relayed message from
-a new one."""
+A kept message keeps its task id, so a task can tell a relayed message from a new one."""
 
 import logging
 import math
@@ -36,44 +34,50 @@ class KeptResult(AsyncResult):
 
 
 class OutboxTask(Task):
-    # The same call as Task.apply_async; the options are passed on as they came.
+    """A task whose `.delay()` and `.apply_async()` go through `enqueue()`: inside a
+    transaction the message leaves with its commit; outside one, at once."""
+
     def apply_async(self, args=None, kwargs=None, task_id=None, **options):  # type: ignore[override]
         task_id = task_id or uuid()
-        options.setdefault("retry_policy", PUBLISH_RETRY_POLICY)
-        try:
-            return super().apply_async(args, kwargs, task_id=task_id, **whole_seconds(options))
-        except OperationalError as error:
-            keep(self.name, task_id, list(args or ()), kwargs or {}, options, error)
+        enqueue(self.name, list(args or ()), task_id, kwargs or {}, options)
+        if holds(task_id):  # not committed yet, or the broker could not take it
             return KeptResult(task_id, task_name=self.name, app=self.app)
+        return AsyncResult(task_id, task_name=self.name, app=self.app)
 
 
-def keep(
+# How a message is published, not what it is: the relay publishes with its own.
+PUBLISHING_OPTIONS = {"producer", "connection", "retry", "retry_policy"}
+
+
+def enqueue(
     task: str,
-    task_id: str,
     args: list[Any],
-    kwargs: dict[str, Any],
-    options: dict[str, Any],
-    error: Exception,
+    task_id: str,
+    kwargs: dict[str, Any] | None = None,
+    options: dict[str, Any] | None = None,
 ) -> OutboxMessage:
+    """Record the message for the task of this name in the current transaction (with
+    Celery's sending options, e.g. `countdown`, `expires`, `serializer`); publish it
+    after the commit. A broker that cannot take it leaves it for the relay."""
+    kept = {
+        name: value
+        for name, value in (options or {}).items()
+        if name not in PUBLISHING_OPTIONS and name not in ("eta", "countdown", "expires")
+    }
     message = OutboxMessage.objects.create(
-        task_id=task_id, task=task, args=args, kwargs=kwargs, options=absolute_times(options)
+        task_id=task_id,
+        task=task,
+        args=args,
+        kwargs=kwargs or {},
+        options=kept | absolute_times(options or {}),
     )
-    logger.warning("Broker unavailable (%s): kept %s in the outbox", error, message)
-    return message
-
-
-def enqueue(task: str, args: list[Any], task_id: str) -> OutboxMessage:
-    """Record the message for the task of this name in the current transaction; publish
-    it after the commit (a broker that is away leaves it for the relay). Call it inside
-    transaction.atomic() with the rows the message is about."""
-    message = OutboxMessage.objects.create(task_id=task_id, task=task, args=args)
     transaction.on_commit(lambda: publish(message))
     return message
 
 
 def absolute_times(options: dict[str, Any]) -> dict[str, str]:
-    """expires and countdown count from now, but the relay sends later: keep them as
-    the moments they stand for."""
+    """expires and countdown count from now, but the message may go out later (the
+    relay's): keep them as the moments they stand for."""
     now = datetime.now(UTC)
     kept = {}
     for name, option in (("expires", "expires"), ("eta", "countdown"), ("eta", "eta")):
@@ -127,20 +131,21 @@ def publish(message: OutboxMessage) -> bool:
 
 
 def send(task: str, args: list[Any], kwargs: dict[str, Any], task_id: str, **options: Any) -> None:
-    """Publish a message recorded in the database (kept, or given up and replayed) under
-    its own task id; kombu's OperationalError when the broker cannot take it."""
+    """Publish a message recorded in the database (from the outbox, or given up and
+    replayed) under its own task id; kombu's OperationalError when the broker cannot
+    take it."""
+    # Nothing waits on the result of a message sent from here: the page follows the
+    # notification's rows, and a replayed message is part of no chord any more. Asked
+    # for it, the result backend would watch for it, and against a Redis that is away
+    # wait out its own long retries (the page hung 10 s and more). By name, whether or
+    # not this process imported the task (the web does not).
+    options["ignore_result"] = True
     current_app.send_task(
         task,
         args,
         kwargs,
         task_id=task_id,
         retry_policy=PUBLISH_RETRY_POLICY,
-        # Nothing waits on the result of a message sent from here: the page follows the
-        # notification's rows, and a replayed message is part of no chord any more.
-        # Asked for it, the result backend would watch for it, and against a Redis that
-        # is away wait out its own long retries (the page hung 10 s and more). By name,
-        # whether or not this process imported the task (the web does not).
-        ignore_result=True,
         **whole_seconds(options),
     )
 

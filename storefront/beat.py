@@ -11,6 +11,7 @@ import logging
 import redis
 from celery.beat import Scheduler
 from django.conf import settings
+from django.db import close_old_connections
 
 from storefront import sentinel
 
@@ -41,6 +42,10 @@ class SingleBeatScheduler(Scheduler):
         except redis.ConnectionError as error:
             # Nothing can be sent while Redis is away; keep the schedule and wait.
             logger.warning("beat: cannot refresh its lock (%s)", error)
+        # notify_customers goes through the outbox, a row in the database: as at a
+        # request's start, a connection the database dropped (a restart, a failover)
+        # is let go, so that one send fails, not every send after it.
+        close_old_connections()
         # Wake often enough to refresh the lock before it expires.
         return min(super().tick(*args, **kwargs), self.lock_timeout / 3)
 

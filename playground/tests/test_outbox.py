@@ -1,31 +1,66 @@
 """The outbox in this process, against the throwaway Redis and one that is down."""
 
 import inspect
+from contextlib import suppress
 from datetime import UTC, datetime, timedelta
+from uuid import UUID
 
 import pytest
 from celery import Celery
-from kombu import Producer
+from django.db import transaction
 from kombu.transport.native_delayed_delivery import calculate_routing_key
 
-from conftest import free_port, queued_tasks
+from conftest import queued_tasks
 from playground import outbox
 from playground.models import OutboxMessage
 from playground.tasks import notify_customers
-from storefront.celery import celery
 
 pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def producer_to_nowhere():
-    """A producer whose broker is down: nothing listens on its port."""
-    with celery.connection_for_write(f"redis://127.0.0.1:{free_port()}/1") as connection:
-        yield Producer(connection)
+def broker_away(broker, redis_server):
+    """The broker's Redis stopped for the test (nothing listens on its port), started
+    again after."""
+    redis_server.stop()
+    yield
+    redis_server.start()
 
 
-def test_delay_keeps_the_message_in_the_outbox_when_the_broker_is_down(producer_to_nowhere):
-    result = notify_customers.apply_async(("Hello",), expires=60, producer=producer_to_nowhere)
+def test_delay_in_a_transaction_publishes_with_its_commit(
+    broker, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks(execute=True):
+        result = notify_customers.delay("Hello")
+
+        assert isinstance(result, outbox.KeptResult)
+        assert OutboxMessage.objects.get().task_id == UUID(result.id)
+        assert queued_tasks(broker) == []
+
+    assert queued_tasks(broker) == [(notify_customers.name, ["Hello"])]
+    assert not OutboxMessage.objects.exists()
+
+
+def test_delay_in_a_transaction_rolled_back_sends_nothing(
+    broker, django_capture_on_commit_callbacks
+):
+    with (
+        django_capture_on_commit_callbacks(execute=True),
+        suppress(LookupError),
+        transaction.atomic(),
+    ):
+        notify_customers.delay("Hello")
+        raise LookupError("the rows the message was about are not there")
+
+    assert queued_tasks(broker) == []
+    assert not OutboxMessage.objects.exists()
+
+
+def test_delay_keeps_the_message_in_the_outbox_when_the_broker_is_down(
+    broker_away, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks(execute=True):
+        result = notify_customers.apply_async(("Hello",), expires=60, priority=3)
 
     assert isinstance(result, outbox.KeptResult)
     kept = OutboxMessage.objects.get()
@@ -34,6 +69,7 @@ def test_delay_keeps_the_message_in_the_outbox_when_the_broker_is_down(producer_
         notify_customers.name,
         ["Hello"],
     )
+    assert kept.options["priority"] == 3
     assert "T" in kept.options["expires"]  # a moment, not "60 s from whenever"
 
 

@@ -3,8 +3,10 @@ against a real Redis."""
 
 import pytest
 import requests
+from django.db import connections
 
 from conftest import wait_until, wait_until_done
+from harness.processes import POSTGRES_RABBITMQ
 
 
 @pytest.mark.both_stacks
@@ -33,6 +35,27 @@ def test_beat_sends_notify_customers_on_its_schedule(start_beat, project_env, ta
 
     # Taken as they come: each expires when the next is due (RabbitMQ drops it then).
     demo, taken = ("playground.tasks.notify_customers", ["Hello World"]), []
+    wait_until(lambda: taken.extend(task_queue.take()) or taken.count(demo) >= 3, what="3 runs")
+
+
+@pytest.mark.parametrize("stack", [POSTGRES_RABBITMQ], indirect=True)
+def test_beat_goes_on_sending_after_the_database_drops_its_connection(
+    start_beat, project_env, task_queue, database
+):
+    project_env["NOTIFY_CUSTOMERS_EVERY"] = "0.5"
+    start_beat()
+    demo, taken = ("playground.tasks.notify_customers", ["Hello World"]), []
+    wait_until(lambda: taken.extend(task_queue.take()) or demo in taken, what="a first run")
+
+    # What a PostgreSQL restart or failover does to a connection: the server ends it.
+    with connections[database].cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+        assert cursor.fetchall(), "Beat held no connection to the database"
+
+    taken.clear()
     wait_until(lambda: taken.extend(task_queue.take()) or taken.count(demo) >= 3, what="3 runs")
 
 

@@ -10,7 +10,7 @@ import dj_database_url
 from celery.schedules import crontab
 from csp.constants import NONE, SELF
 
-from storefront.logs import logging_config, report_errors_to_sentry
+from storefront.logs import logging_config
 from storefront.rabbitmq import task_queues
 from storefront.sentinel import is_sentinel
 
@@ -30,6 +30,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "axes",
+    "storefront",
     "playground",
 ]
 
@@ -166,11 +167,10 @@ EMAIL_TIMEOUT = float(env("EMAIL_TIMEOUT", 10))
 
 # One line per event on stderr for every process (web, worker, beat, flower), in one
 # format: LOG_FORMAT=plain (development's default) or json. Errors also go to Sentry
-# when SENTRY_DSN is set (storefront/logs.py).
+# when SENTRY_DSN is set (storefront/logs.py; set up in storefront/apps.py).
 LOG_FORMAT = env("LOG_FORMAT", "plain")
 LOGGING = logging_config(LOG_FORMAT, env("LOG_LEVEL", "INFO"))
 SENTRY_DSN = env("SENTRY_DSN", "")
-report_errors_to_sentry(SENTRY_DSN)
 
 # --- Celery -------------------------------------------------------------------
 # Read by storefront/celery.py through the CELERY_ namespace.

@@ -260,6 +260,14 @@ def test_an_error_in_a_task_reaches_sentry(sentry, project_env, database, start_
     wait_until(lambda: sentry.received("ValidationError"), what="the error's envelope at Sentry")
 
 
+def test_with_sentry_dsn_a_management_command_has_a_sentry_client_too(sentry, project_env):
+    project_env["SENTRY_DSN"] = sentry.dsn()
+
+    shell = manage(project_env, "shell", "--verbosity=0", "-c", SENTRY_CLIENT_ACTIVE)
+
+    assert shell.stdout.strip() == "True"
+
+
 def test_without_sentry_dsn_there_is_no_sentry_client_to_send_anything(project_env):
     project_env.pop("SENTRY_DSN", None)
 

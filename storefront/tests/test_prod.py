@@ -9,6 +9,7 @@ import requests
 from conftest import manage, queued_tasks, wait_until, wait_until_done
 from playground.models import Notification
 from playground.tasks import notify_customers
+from storefront.celery import celery
 
 REQUIRED = ["SECRET_KEY", "ALLOWED_HOSTS", "DATABASE_URL", "CELERY_BROKER_URL", "REDIS_CACHE_URL"]
 REQUIRED += ["EMAIL_HOST"]
@@ -83,8 +84,8 @@ def test_healthz_names_what_is_down_within_a_second_and_recovers(own_redis, prod
 def test_a_pickled_message_is_refused_and_never_run(start_worker, broker, database):
     worker = start_worker("worker", "--concurrency=1")
 
-    notify_customers.apply_async(("Pickled",), serializer="pickle")
-    notify_customers.delay("JSON")
+    celery.send_task(notify_customers.name, ["Pickled"], serializer="pickle")
+    celery.send_task(notify_customers.name, ["JSON"])
 
     # One worker takes messages in order: once the second has run, the first is behind it.
     wait_until_done(database)

@@ -42,10 +42,11 @@ def test_a_notification_is_called_stale_only_after_its_longest_silence_could_end
 
 
 # A fresh interpreter sets the app up (the storefront package: storefront/celery.py),
-# notes kombu's transport names and the receivers of every Celery signal, imports the
-# settings and prints whether either changed.
+# notes kombu's transport names, the receivers of every Celery signal and whether a
+# Sentry client is set up, imports the settings and prints whether any changed.
 IMPORT_THE_SETTINGS = """
 import json, sys
+import sentry_sdk
 import storefront
 from celery import signals
 from celery.utils.dispatch import Signal
@@ -57,7 +58,7 @@ def library_state():
         for name, signal in vars(signals).items()
         if isinstance(signal, Signal)
     }
-    return dict(TRANSPORT_ALIASES), receivers
+    return dict(TRANSPORT_ALIASES), receivers, sentry_sdk.get_client().is_active()
 
 before = library_state()
 __import__(sys.argv[1])
@@ -73,6 +74,7 @@ def test_importing_the_settings_changes_no_librarys_globals(module):
         CELERY_BROKER_URL="redis://127.0.0.1:6379/1",
         REDIS_CACHE_URL="redis://127.0.0.1:6379/2",
         FLOWER_BASIC_AUTH="tester:long enough password 1",
+        SENTRY_DSN="http://public@127.0.0.1:9/1",
     )
     argv = [sys.executable, "-c", IMPORT_THE_SETTINGS, module]
     done = subprocess.run(argv, cwd=BASE_DIR, env=env, capture_output=True, text=True)
