@@ -3,6 +3,8 @@ overridden with GUNICORN_CMD_ARGS, e.g. "--bind 127.0.0.1:8000 --workers 5"."""
 
 import os
 
+from django.conf import settings
+
 from storefront.logs import logging_config
 
 bind = "0.0.0.0:8000"
@@ -20,3 +22,10 @@ errorlog = "-"
 logconfig_dict = logging_config(
     os.environ.get("LOG_FORMAT", "plain"), os.environ.get("LOG_LEVEL", "INFO")
 )
+
+
+def on_starting(server):
+    """Read the settings in the master, before any worker starts: settings that are
+    refused stop gunicorn here, with their one sentence and a non-zero exit. Refused in
+    a worker, the worker would exit at boot and gunicorn start another, forever."""
+    settings.SECRET_KEY  # noqa: B018 (reading one setting loads them all)

@@ -10,6 +10,7 @@ Not a ratio against a baseline: counts, and the failover's time, per trial."""
 
 import random
 import socket
+import threading
 import time
 from collections import Counter
 from statistics import median
@@ -32,14 +33,21 @@ CUSTOMERS = 2_000
 
 
 class Recipients:
-    """An SMTP server that counts the emails each recipient got."""
+    """An SMTP server that counts the emails each recipient got. It counts in its own
+    thread; `got()` is a copy, taken under the same lock."""
 
     def __init__(self):
-        self.got = Counter()
+        self._got = Counter()
+        self._lock = threading.Lock()
 
     async def handle_DATA(self, server, session, envelope):
-        self.got.update(envelope.rcpt_tos)
+        with self._lock:
+            self._got.update(envelope.rcpt_tos)
         return "250 OK"
+
+    def got(self):
+        with self._lock:
+            return Counter(self._got)
 
 
 def failovers(stage):
@@ -92,10 +100,10 @@ def start_on_hosts(stage, network, env, redis):
 def trial(app, redis, recipients, emails):
     """One notification of `emails` emails, its primary killed at a random moment, and
     brought back."""
-    before = Counter(recipients.got)
+    before = recipients.got()
     kill_after = random.randint(emails // 10, emails * 9 // 10)
     sent = app.send_task("playground.tasks.notify_customers", ["Failover"])
-    wait_until(lambda: (recipients.got - before).total() >= kill_after, timeout=120)
+    wait_until(lambda: (recipients.got() - before).total() >= kill_after, timeout=120)
     lost_primary, old = redis.current_primary(), redis.primary_address()
     killed = time.perf_counter()
     lost_primary.kill()
@@ -103,7 +111,7 @@ def trial(app, redis, recipients, emails):
     lost_primary.start()
     wait_until(redis.whole, timeout=180, what="the primary's replica in sync")
     wait_until(lambda: Notification.objects.filter(id=sent.id, status="done").exists(), timeout=180)
-    got = recipients.got - before
+    got = recipients.got() - before
     statuses = Delivery.objects.filter(notification_id=sent.id).values_list("status")
     return {
         "deliveries": dict(Counter(status for (status,) in statuses)),

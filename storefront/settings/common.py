@@ -37,6 +37,8 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     # First: probes get their answer before host checks and HTTPS redirects.
     "storefront.health.HealthCheckMiddleware",
+    # Before anything reads a body: one that is too large is refused unread.
+    "storefront.body_size.RefuseOversizedBodies",
     "django.middleware.security.SecurityMiddleware",
     "csp.middleware.CSPMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",

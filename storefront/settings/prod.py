@@ -5,7 +5,7 @@ and a missing one stops the process at start with one sentence naming the variab
 import sys
 
 from .common import *  # noqa: F403
-from .common import MIDDLEWARE, SECRET_KEY
+from .common import ALLOWED_HOSTS, MIDDLEWARE, SECRET_KEY
 from .environment import env_bool
 
 DEBUG = False
@@ -16,6 +16,14 @@ if SECRET_KEY.startswith("django-insecure-") or len(SECRET_KEY) < 50 or len(set(
     sys.exit(
         "storefront: the environment variable SECRET_KEY is too weak; production needs 50 or"
         " more random characters (python -c 'import secrets; print(secrets.token_urlsafe(50))')."
+    )
+
+# Any Host at all would let a forged Host header name the site in the links it writes
+# (a password reset's, say): production names its own.
+if "*" in ALLOWED_HOSTS:
+    sys.exit(
+        "storefront: the environment variable ALLOWED_HOSTS is *, which lets any Host"
+        " through; production needs the site's own host names (e.g. shop.example.com)."
     )
 
 # gunicorn serves the static files through WhiteNoise: compressed, with hashed names

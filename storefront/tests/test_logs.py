@@ -8,6 +8,7 @@ import gzip
 import json
 import logging
 import re
+import socket
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -202,6 +203,24 @@ def test_a_bad_host_is_one_warning_line_without_a_traceback(log_format, prod_web
 
     assert response.status_code == 400
     about_it = [line for line in lines(prod_web) if "evil.example" in line]
+    assert len(about_it) == 1, about_it
+    assert "WARNING" in about_it[0]
+    assert "Traceback" not in prod_web.log()
+
+
+def test_a_body_over_the_limit_gets_413_unread_and_one_warning_line(log_format, prod_web):
+    # Only the start of the 10 MB it announces: the answer must not wait for the rest.
+    request = (
+        b"POST /admin/login/ HTTP/1.1\r\nHost: localhost\r\nContent-Length: 10000000\r\n"
+        b"Content-Type: application/x-www-form-urlencoded\r\n\r\nusername=admin"
+    )
+    with socket.create_connection((prod_web.address, prod_web.port), timeout=5) as client:
+        client.sendall(request)
+        status_line = client.recv(1024).split(b"\r\n")[0]
+    wait_until(lambda: "POST /admin/login/" in prod_web.log(), what="the request's access line")
+
+    assert status_line == b"HTTP/1.1 413 Request Entity Too Large"
+    about_it = [line for line in lines(prod_web) if "10000000 bytes" in line]
     assert len(about_it) == 1, about_it
     assert "WARNING" in about_it[0]
     assert "Traceback" not in prod_web.log()

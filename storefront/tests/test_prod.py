@@ -1,12 +1,15 @@
 """Production settings and the doors they close, with the processes started as
 docker-compose.yml starts them."""
 
+import subprocess
+import sys
 import time
 
 import pytest
 import requests
 
-from conftest import manage, queued_tasks, wait_until, wait_until_done
+from conftest import free_port, manage, queued_tasks, wait_until, wait_until_done
+from harness.processes import BASE_DIR
 from playground.models import Notification
 from playground.tasks import notify_customers
 from storefront.celery import celery
@@ -14,6 +17,7 @@ from storefront.celery import celery
 REQUIRED = ["SECRET_KEY", "ALLOWED_HOSTS", "DATABASE_URL", "CELERY_BROKER_URL", "REDIS_CACHE_URL"]
 REQUIRED += ["EMAIL_HOST"]
 HTTPS = {"X-Forwarded-Proto": "https"}  # as the TLS proxy in front of gunicorn says
+TOO_WEAK = "storefront: the environment variable SECRET_KEY is too weak;"
 
 
 @pytest.mark.parametrize("name", REQUIRED)
@@ -107,8 +111,34 @@ def test_production_refuses_a_weak_secret_key(prod_env, weak_key):
     check = manage(prod_env, "check", check=False)
 
     assert check.returncode == 1
-    assert check.stderr.startswith("storefront: the environment variable SECRET_KEY is too weak;")
+    assert check.stderr.startswith(TOO_WEAK)
     assert check.stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize("hosts", ["*", "shop.example.com,*"])
+def test_production_refuses_any_host_at_all(prod_env, hosts):
+    prod_env["ALLOWED_HOSTS"] = hosts
+
+    check = manage(prod_env, "check", check=False)
+
+    assert check.returncode == 1
+    assert check.stderr.startswith("storefront: the environment variable ALLOWED_HOSTS is *,")
+    assert check.stderr.count("\n") == 1
+
+
+def test_gunicorn_refused_its_settings_exits_with_the_sentence_not_restarting_workers(
+    prod_env,
+):
+    prod_env["SECRET_KEY"] = "short-but-random-Zq81"
+    argv = [sys.executable, "-m", "gunicorn", "storefront.wsgi", f"--bind=127.0.0.1:{free_port()}"]
+
+    gunicorn = subprocess.run(
+        argv, cwd=BASE_DIR, env=prod_env, capture_output=True, text=True, timeout=30
+    )
+
+    assert gunicorn.returncode == 1
+    assert gunicorn.stderr.count(TOO_WEAK) == 1  # gunicorn's own "Starting" line comes first
+    assert gunicorn.stderr.splitlines()[-1].startswith(TOO_WEAK)
 
 
 def test_pages_carry_a_content_security_policy(prod_web):
