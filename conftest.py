@@ -696,10 +696,21 @@ def start_beat(start, project_env, database, tmp_path):
 
 
 @pytest.fixture
-def flower(start, project_env):
-    """Flower on a free port, with the credentials in project_env['FLOWER_BASIC_AUTH']."""
+def start_flower(start, project_env):
+    """Start Flower on a free port, with the credentials in project_env['FLOWER_BASIC_AUTH']."""
     project_env["FLOWER_BASIC_AUTH"] = "tester:s3cret"
-    port = free_port()
-    argv = [*procfile_command("flower"), f"--port={port}"]
-    healthy = lambda: port_open(port) and requests.get(f"http://127.0.0.1:{port}/healthcheck").ok  # noqa: E731
-    return start("flower", argv, ready=healthy, port=port)
+
+    def start_flower():
+        port = free_port()
+        argv = [*procfile_command("flower"), f"--port={port}"]
+        healthy = lambda: (
+            port_open(port) and requests.get(f"http://127.0.0.1:{port}/healthcheck").ok
+        )  # noqa: E731
+        return start("flower", argv, ready=healthy, port=port)
+
+    return start_flower
+
+
+@pytest.fixture
+def flower(start_flower):
+    return start_flower()

@@ -3,6 +3,7 @@ directory. They come from Django's settings, so each environment decides in one 
 
 import django
 from django.conf import settings
+from flower.urls import handlers
 from flower.urls import settings as tornado_settings
 
 # Django's password validators speak through its translations, which need the apps.
@@ -24,6 +25,9 @@ if not settings.DEBUG and (weakness := flower.weakness(settings.FLOWER_BASIC_AUT
 # Flower silences tornado's access log and logs no failed login; tornado calls this at
 # the end of every request (docs/upstream/flower-failed-logins-are-not-logged.md).
 tornado_settings["log_function"] = flower.log_failed_logins
+# Guessers slowed down; the API only reads unless FLOWER_ALLOW_CONTROL is on (Flower can
+# send any task, mailings included, and shut workers down).
+flower.guard(handlers, allow_control=settings.FLOWER_ALLOW_CONTROL)
 
 basic_auth = [settings.FLOWER_BASIC_AUTH]
 address = settings.FLOWER_ADDRESS

@@ -365,3 +365,6 @@ if NOTIFY_CUSTOMERS_CRONTAB:
 FLOWER_BASIC_AUTH = env("FLOWER_BASIC_AUTH", "")
 # Flower listens on this machine only unless told otherwise (docker-compose sets 0.0.0.0).
 FLOWER_ADDRESS = env("FLOWER_ADDRESS", "127.0.0.1")
+# Flower's API and buttons can send any task (a mailing to every customer) and shut
+# workers down: off unless the operator turns them on (storefront/flower.py).
+FLOWER_ALLOW_CONTROL = env_bool("FLOWER_ALLOW_CONTROL", False)

@@ -3,8 +3,10 @@ Procfile starts it."""
 
 import pytest
 import requests
+from flower.urls import handlers
+from tornado.web import RequestHandler
 
-from conftest import procfile_command
+from conftest import procfile_command, queued_tasks
 
 WEAK = ["admin:admin", "ops:s3cret", "ops:password1234", "ops"]
 
@@ -39,3 +41,54 @@ def test_metrics_are_open_like_the_health_check_and_name_no_task_arguments(flowe
     assert metrics.status_code == 200
     assert "flower_" in metrics.text
     assert requests.get(flower.url("/api/tasks"), timeout=5).status_code == 401
+
+
+# Every route of Flower's API that acts on the cluster: a POST.
+CONTROLS = [
+    pattern.replace("(.+)", "playground.tasks.notify_customers").replace("(.*)", "x")
+    for pattern, handler, *_ in (route for route in handlers if isinstance(route, tuple))
+    if pattern.startswith("/api/") and handler.post is not RequestHandler.post
+]
+AUTH = ("tester", "s3cret")  # the flower fixture's
+
+
+def test_flowers_api_only_reads_by_default_and_says_so_in_the_log(flower, broker):
+    send = flower.url("/api/task/send-task/playground.tasks.notify_customers")
+    anonymous = requests.post(send, json={"args": ["Hello"]}, timeout=5)
+    answers = {
+        path: requests.post(flower.url(path), json={"args": ["Hello"]}, auth=AUTH, timeout=5)
+        for path in CONTROLS
+    }
+
+    assert anonymous.status_code == 401
+    assert {path: answer.status_code for path, answer in answers.items()} == dict.fromkeys(
+        CONTROLS, 403
+    )
+    assert len(CONTROLS) >= 14  # sending and running tasks, revoke, the pool, shutdown...
+    assert flower.log().count("Refused control call") == len(CONTROLS)
+    assert queued_tasks(broker) == []  # no mailing was sent
+
+
+def test_an_operator_who_turns_controls_on_can_send_a_task_and_it_is_logged(
+    project_env, start_flower, broker
+):
+    project_env["FLOWER_ALLOW_CONTROL"] = "true"
+    flower = start_flower()
+    task = "playground.tasks.purge_old_notifications"
+
+    sent = requests.post(flower.url(f"/api/task/send-task/{task}"), json={}, auth=AUTH, timeout=5)
+
+    assert sent.status_code == 200
+    assert queued_tasks(broker) == [(task, [])]
+    assert f"Control call /api/task/send-task/{task} from 127.0.0.1" in flower.log()
+
+
+def test_wrong_passwords_from_one_address_are_refused_unchecked_from_the_fifth_on(flower):
+    workers = flower.url("/api/workers")
+
+    guesses = [requests.get(workers, auth=("tester", f"guess-{n}"), timeout=5) for n in range(5)]
+    right = requests.get(workers, auth=AUTH, timeout=5)
+
+    assert [guess.status_code for guess in guesses] == [401] * 5
+    assert right.status_code == 429  # until the first guess is a minute old
+    assert "too many failed logins" in flower.log()
