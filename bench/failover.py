@@ -1,10 +1,11 @@
 """What a Redis failover costs: Redis replicates asynchronously, so a primary killed
 the moment after a write may take that write with it. A Redis primary and replica
 under three Sentinels, two workers and Beat each on a host of its own
-(harness/network.py); TRIALS notifications to 2,000 customers in batches of 100, the
-primary killed once in each, at a random moment, and brought back as a replica. For
-each trial: customers emailed twice or never, and whether the notification was
-finished by its chord (its counter in Redis) or, the counter lost, by Beat's reaper.
+(harness/network.py); TRIALS notifications to every customer of the stage's database
+(at least CUSTOMERS) in batches of 100, the primary killed once in each, at a random
+moment, and brought back as a replica. For each trial: customers emailed twice or
+never, and whether the notification was finished by its chord (its counter in Redis)
+or, the counter lost, by Beat's reaper.
 
 Not a ratio against a baseline: counts, and the failover's time, per trial."""
 
