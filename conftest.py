@@ -703,9 +703,10 @@ def start_flower(start, project_env):
     def start_flower():
         port = free_port()
         argv = [*procfile_command("flower"), f"--port={port}"]
-        healthy = lambda: (
-            port_open(port) and requests.get(f"http://127.0.0.1:{port}/healthcheck").ok
-        )  # noqa: E731
+
+        def healthy():
+            return port_open(port) and requests.get(f"http://127.0.0.1:{port}/healthcheck").ok
+
         return start("flower", argv, ready=healthy, port=port)
 
     return start_flower
