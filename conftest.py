@@ -695,10 +695,14 @@ def start_beat(start, project_env, database, tmp_path):
     return start_beat
 
 
+# The login of the Flower the tests start, as `requests` takes it (auth=FLOWER_LOGIN).
+FLOWER_LOGIN = ("tester", "s3cret")
+
+
 @pytest.fixture
 def start_flower(start, project_env):
     """Start Flower on a free port, with the credentials in project_env['FLOWER_BASIC_AUTH']."""
-    project_env["FLOWER_BASIC_AUTH"] = "tester:s3cret"
+    project_env["FLOWER_BASIC_AUTH"] = ":".join(FLOWER_LOGIN)
 
     def start_flower():
         port = free_port()

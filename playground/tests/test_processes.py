@@ -5,7 +5,7 @@ import pytest
 import requests
 from django.db import connections
 
-from conftest import wait_until, wait_until_done
+from conftest import FLOWER_LOGIN, wait_until, wait_until_done
 from harness.processes import POSTGRES_RABBITMQ
 
 
@@ -65,9 +65,7 @@ def test_flower_answers_health_probes_and_shows_its_user_the_worker(flower, star
 
     health = requests.get(flower.url("/healthcheck"), timeout=5)
     anonymous = requests.get(flower.url("/api/workers"), timeout=5)
-    workers = requests.get(
-        flower.url("/api/workers?refresh=1"), auth=("tester", "s3cret"), timeout=10
-    )
+    workers = requests.get(flower.url("/api/workers?refresh=1"), auth=FLOWER_LOGIN, timeout=10)
 
     assert (health.status_code, health.text) == (200, "OK")
     assert anonymous.status_code == 401

@@ -11,6 +11,7 @@ import pytest
 import requests
 
 from conftest import (
+    FLOWER_LOGIN,
     POSTGRES_RABBITMQ,
     TaskQueue,
     call,
@@ -151,7 +152,7 @@ def test_flower_shows_the_workers_of_a_rabbitmq_broker(project_env, flower, star
     start_worker("flowertest")
 
     workers = requests.get(
-        flower.url("/api/workers"), auth=("tester", "s3cret"), params={"refresh": 1}, timeout=10
+        flower.url("/api/workers"), auth=FLOWER_LOGIN, params={"refresh": 1}, timeout=10
     )
     assert workers.ok
     assert any(name.startswith("flowertest@") for name in workers.json())

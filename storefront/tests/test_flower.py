@@ -6,7 +6,7 @@ import requests
 from flower.urls import handlers
 from tornado.web import RequestHandler
 
-from conftest import procfile_command, queued_tasks
+from conftest import FLOWER_LOGIN, procfile_command, queued_tasks
 
 WEAK = ["admin:admin", "ops:s3cret", "ops:password1234", "ops"]
 
@@ -49,14 +49,15 @@ CONTROLS = [
     for pattern, handler, *_ in (route for route in handlers if isinstance(route, tuple))
     if pattern.startswith("/api/") and handler.post is not RequestHandler.post
 ]
-AUTH = ("tester", "s3cret")  # the flower fixture's
 
 
 def test_flowers_api_only_reads_by_default_and_says_so_in_the_log(flower, broker):
     send = flower.url("/api/task/send-task/playground.tasks.notify_customers")
     anonymous = requests.post(send, json={"args": ["Hello"]}, timeout=5)
     answers = {
-        path: requests.post(flower.url(path), json={"args": ["Hello"]}, auth=AUTH, timeout=5)
+        path: requests.post(
+            flower.url(path), json={"args": ["Hello"]}, auth=FLOWER_LOGIN, timeout=5
+        )
         for path in CONTROLS
     }
 
@@ -76,7 +77,9 @@ def test_an_operator_who_turns_controls_on_can_send_a_task_and_it_is_logged(
     flower = start_flower()
     task = "playground.tasks.purge_old_notifications"
 
-    sent = requests.post(flower.url(f"/api/task/send-task/{task}"), json={}, auth=AUTH, timeout=5)
+    sent = requests.post(
+        flower.url(f"/api/task/send-task/{task}"), json={}, auth=FLOWER_LOGIN, timeout=5
+    )
 
     assert sent.status_code == 200
     assert queued_tasks(broker) == [(task, [])]
@@ -87,7 +90,7 @@ def test_wrong_passwords_from_one_address_are_refused_unchecked_from_the_fifth_o
     workers = flower.url("/api/workers")
 
     guesses = [requests.get(workers, auth=("tester", f"guess-{n}"), timeout=5) for n in range(5)]
-    right = requests.get(workers, auth=AUTH, timeout=5)
+    right = requests.get(workers, auth=FLOWER_LOGIN, timeout=5)
 
     assert [guess.status_code for guess in guesses] == [401] * 5
     assert right.status_code == 429  # until the first guess is a minute old

@@ -13,7 +13,7 @@ from celery.events.dispatcher import EventDispatcher
 from celery.worker.consumer.consumer import Consumer
 from celery.worker.consumer.events import Events
 
-from conftest import manage, unacknowledged, wait_until
+from conftest import FLOWER_LOGIN, manage, unacknowledged, wait_until
 from storefront.settings.environment import BROKER_DB
 
 TASK = "playground.tasks.purge_old_notifications"  # a short task with no arguments
@@ -78,7 +78,7 @@ def test_flower_shows_every_task_the_worker_ran(flower, start_worker, project_en
     send_tasks(project_env)
 
     def succeeded():
-        tasks = requests.get(flower.url("/api/tasks"), auth=("tester", "s3cret"), timeout=5)
+        tasks = requests.get(flower.url("/api/tasks"), auth=FLOWER_LOGIN, timeout=5)
         return [task for task in tasks.json().values() if task["state"] == "SUCCESS"]
 
     wait_until(lambda: len(succeeded()) == TASKS, what=f"{TASKS} tasks succeeded in Flower")
