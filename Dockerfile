@@ -15,8 +15,10 @@ RUN pipenv install --system --deploy
 COPY . .
 
 # Static files are collected at build time for WhiteNoise; the settings need values
-# to load, and these placeholders stay in this one step, not in the image.
-RUN DJANGO_SETTINGS_MODULE=storefront.settings.prod SECRET_KEY=collectstatic \
+# to load, and these placeholders stay in this one step, not in the image (a key
+# made for it: production refuses a weak one).
+RUN DJANGO_SETTINGS_MODULE=storefront.settings.prod \
+    SECRET_KEY=$(python -c "import secrets; print(secrets.token_urlsafe(50))") \
     ALLOWED_HOSTS=build DATABASE_URL=sqlite:// CELERY_BROKER_URL=redis:// \
     REDIS_CACHE_URL=redis:// EMAIL_HOST=build \
     python manage.py collectstatic --noinput

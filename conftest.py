@@ -64,6 +64,7 @@ from harness.processes import (
     STACKS,
     ProjectProcess,
     free_port,
+    free_ports,
     manage,
     procfile_command,
     production,
@@ -71,6 +72,7 @@ from harness.processes import (
     redis_env,
     worker_answers,
 )
+from harness.stack import Stack, build_images, why_podman_cannot_run
 from harness.waiting import wait_until
 from playground.models import Delivery, Notification
 from storefront.beat import SingleBeatScheduler
@@ -211,6 +213,9 @@ def pytest_collection_modifyitems(items):
             item.add_marker(pytest.mark.slow)
         if "namespaces_allowed" in fixtures:
             item.add_marker(pytest.mark.hosts)
+        if "stack_images" in fixtures:
+            item.add_marker(pytest.mark.slow)
+            item.add_marker(pytest.mark.compose)
 
 
 def done_notifications(database):
@@ -719,3 +724,56 @@ def start_flower(start, project_env):
 @pytest.fixture
 def flower(start_flower):
     return start_flower()
+
+
+# --- docker-compose.yml, run for real (make test-compose; harness/stack.py) ----------
+
+
+@pytest.fixture(scope="session")
+def stack_images():
+    """The project's image and the stand-ins for those the files start from, built once."""
+    if why := why_podman_cannot_run():
+        pytest.skip(why)
+    build_images()
+
+
+@pytest.fixture(scope="module")
+def stack_inbox():
+    """The SMTP server the stack mails to: on every address of this machine, which the
+    containers reach as host.containers.internal."""
+    with serving(Inbox(), "0.0.0.0") as inbox:
+        yield inbox
+
+
+@pytest.fixture(scope="module")
+def start_stack(stack_images, stack_inbox, tmp_path_factory):
+    """Start docker-compose.yml from an operator's .env (these values over the stack's
+    defaults, which fill in every secret); each stack started is taken down with its
+    volumes at the end of the module."""
+    started = []
+
+    def start_stack(**dot_env):
+        folder = tmp_path_factory.mktemp("stack")
+        https_port, http_port = free_ports(2)
+        stack = Stack(folder, {
+            "ALLOWED_HOSTS": f"localhost,127.0.0.1,{this_machines_address()}",
+            "EMAIL_HOST": "host.containers.internal",
+            "EMAIL_PORT": str(stack_inbox.port),
+            "HTTPS_PORT": str(https_port),
+            "HTTP_PORT": str(http_port),
+            **dot_env,
+        })  # fmt: skip
+        started.append(stack)
+        return stack.up()
+
+    yield start_stack
+    for stack in started:
+        stack.down()
+
+
+def this_machines_address():
+    """An address of this machine other than loopback: a client connecting to it reaches
+    the stack's published ports as itself, not masqueraded as the containers' gateway."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.connect(("192.0.2.1", 9))  # no packet is sent: this only picks the route
+        return probe.getsockname()[0]

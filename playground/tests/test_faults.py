@@ -314,7 +314,12 @@ def test_periodic_notifications_never_overlap_and_late_ones_are_dropped(
         lambda: (
             messages_left(stack, project_env, request) == 0 and not active_notifications(database)
         ),
-        what="every periodic run done or dropped",
+        what=lambda: (
+            "every periodic run done or dropped (left: "
+            f"{messages_left(stack, project_env, request)} messages in the broker, "
+            f"{OutboxMessage.objects.using(database).count()} in the outbox; notifications: "
+            f"{list(Notification.objects.using(database).values_list('status', 'started_at'))})"
+        ),
     )
 
     started = Notification.objects.using(database).filter(started_at__isnull=False)

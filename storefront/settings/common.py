@@ -14,7 +14,7 @@ from storefront.logs import logging_config
 from storefront.rabbitmq import task_queues
 from storefront.sentinel import is_sentinel
 
-from .environment import env, env_bool, env_list, env_redis_url
+from .environment import env, env_bool, env_list, env_networks, env_redis_url
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 
@@ -106,6 +106,11 @@ AXES_FAILURE_LIMIT = int(env("AXES_FAILURE_LIMIT", 5))
 AXES_COOLOFF_TIME = float(env("AXES_COOLOFF_TIME", 0.25))
 AXES_LOCKOUT_PARAMETERS = ["ip_address"]
 AXES_RESET_ON_SUCCESS = True
+# The client's address is the peer's, or the one a trusted proxy says it saw
+# (storefront/client_address.py). TRUSTED_PROXIES: the proxy's addresses (compose
+# pins its own); none in development, where nothing stands in front of runserver.
+AXES_CLIENT_IP_CALLABLE = "storefront.client_address.client_address"
+TRUSTED_PROXIES = env_networks("TRUSTED_PROXIES")
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": f"django.contrib.auth.password_validation.{name}"}

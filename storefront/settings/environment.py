@@ -6,6 +6,7 @@ DEFAULTS before common.py runs). Without either, the process stops at start with
 sentence naming the variable: production, which gives no defaults, needs no list of
 its own."""
 
+import ipaddress
 import os
 import sys
 from urllib.parse import urlsplit
@@ -32,9 +33,20 @@ def env_bool(name: str, default: bool) -> bool:
     return env(name, default).strip().lower() in ("1", "true", "yes", "on")
 
 
-def env_list(name: str) -> list[str]:
+def env_list(name: str, default: object = None) -> list[str]:
     """A comma-separated variable as a list."""
-    return [item.strip() for item in env(name).split(",") if item.strip()]
+    return [item.strip() for item in env(name, default).split(",") if item.strip()]
+
+
+def env_networks(name: str) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    """A comma-separated list of addresses or networks (10.0.0.2, 172.16.0.0/12), empty
+    by default; anything else stops the process at start."""
+    try:
+        return [ipaddress.ip_network(item, strict=False) for item in env_list(name, "")]
+    except ValueError as error:
+        sys.exit(
+            f"storefront: {name} must list IP addresses or networks, comma-separated: {error}."
+        )
 
 
 def env_redis_url(name: str, default: object = None) -> str:

@@ -42,10 +42,6 @@ STORAGES = {
 # (only trust it behind a proxy that sets it). Plain HTTP is redirected; set
 # SECURE_SSL_REDIRECT=false only to try the stack locally without a proxy.
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
-# The same proxy says who the client is; the admin's login throttle counts by it
-# (otherwise every client would share the proxy's address, and its lockout).
-AXES_IPWARE_PROXY_COUNT = 1
-AXES_IPWARE_META_PRECEDENCE_ORDER = ("HTTP_X_FORWARDED_FOR", "REMOTE_ADDR")
 SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", True)
 # Cookies never travel over plain HTTP.
 SESSION_COOKIE_SECURE = True

@@ -38,6 +38,8 @@ SERVICE_OF_PROCESS = {"worker": "celery", "beat": "celery-beat", "flower": "flow
 SERVICE_OF_EVERY_PROCESS = {**SERVICE_OF_PROCESS, "web": "web", "mail": "smtp4dev"}
 # The services running the project's code, from the one image.
 APP_SERVICES = ("web", "celery", "celery-beat", "flower")
+# What every stack runs, whatever its profiles.
+WITHOUT_PROFILES = (*APP_SERVICES, "proxy", "redis", "db")
 
 
 @pytest.fixture(scope="module")
@@ -93,16 +95,21 @@ def test_compose_redis_keeps_the_project_redis_policy_behind_a_password(services
     assert "redisdata:/data" in services["redis"]["volumes"]
 
 
-def test_compose_publishes_every_port_on_the_hosts_loopback_only(services):
+def test_compose_publishes_only_the_proxy_to_the_world_and_the_rest_on_loopback(services):
+    assert services["proxy"]["ports"] == ["${HTTP_PORT:-80}:80", "${HTTPS_PORT:-443}:443"]
     assert services["flower"]["ports"] == ["127.0.0.1:5555:5555"]
     for name, service in services.items():
-        assert all(port.startswith("127.0.0.1:") for port in service.get("ports", [])), name
+        if name != "proxy":
+            assert all(port.startswith("127.0.0.1:") for port in service.get("ports", [])), name
     assert "ports" not in services["db"]
 
 
-def test_compose_publishes_web_on_the_hosts_loopback_for_the_tls_proxy(services):
-    # Reachable only through the proxy, so no client sets X-Forwarded-Proto itself.
-    assert services["web"]["ports"] == ["127.0.0.1:8000:8000"]
+def test_compose_lets_only_the_proxy_reach_the_web(services):
+    # So no client sets X-Forwarded-Proto or X-Real-IP itself; and the web believes
+    # X-Real-IP from the proxy's address only.
+    assert "ports" not in services["web"]
+    proxy_address = services["proxy"]["networks"]["default"]["ipv4_address"]
+    assert services["web"]["environment"]["TRUSTED_PROXIES"] == proxy_address
 
 
 def test_compose_file_and_image_hold_no_secrets():
@@ -156,6 +163,8 @@ OPERATOR_KEYS = {
     "POSTGRES_PASSWORD": "pg-password",
     "REDIS_PASSWORD": "redis-password",
     "FLOWER_BASIC_AUTH": "admin:flower-password",
+    "TLS_CERTIFICATE": "/etc/ssl/shop.example.com/fullchain.pem",
+    "TLS_CERTIFICATE_KEY": "/etc/ssl/shop.example.com/privkey.pem",
 }
 OPERATOR_MAIL = {
     "EMAIL_HOST": "smtp.example.com",
@@ -266,7 +275,7 @@ def test_mail_never_defaults_to_the_mail_catcher(tmp_path):
 
 def test_the_mail_catcher_runs_only_when_its_profile_is_asked_for(tmp_path):
     dot_env = {**OPERATOR_KEYS, **OPERATOR_MAIL}
-    assert set(compose_up(tmp_path, dot_env)) == {*APP_SERVICES, "redis", "db"}
+    assert set(compose_up(tmp_path, dot_env)) == {*WITHOUT_PROFILES}
     assert "smtp4dev" in compose_up(tmp_path, dot_env, profiles=["mailcatcher"])
     assert "smtp4dev" in compose_up(tmp_path, {**dot_env, "COMPOSE_PROFILES": "mailcatcher"})
 
@@ -294,7 +303,7 @@ def test_without_the_broker_profiles_no_rabbitmq_or_sentinel_runs_nor_needs_its_
 ):
     services = compose_up(tmp_path, {**OPERATOR_KEYS, **OPERATOR_MAIL})
     assert not {"RABBITMQ_PASSWORD", "RABBITMQ_ERLANG_COOKIE"} & set(OPERATOR_KEYS)
-    assert set(services) == {*APP_SERVICES, "redis", "db"}
+    assert set(services) == {*WITHOUT_PROFILES}
     for name in APP_SERVICES:
         assert not {"rabbitmq", *RABBITMQ_NODES, *SENTINELS} & set(services[name]["depends_on"])
         assert services[name]["environment"]["CELERY_BROKER_URL"].startswith("redis://"), name
@@ -302,7 +311,7 @@ def test_without_the_broker_profiles_no_rabbitmq_or_sentinel_runs_nor_needs_its_
 
 def test_with_the_rabbitmq_profile_every_app_service_uses_it_once_it_is_healthy(tmp_path):
     services = compose_up(tmp_path, {**OPERATOR_KEYS, **OPERATOR_MAIL, **TO_RABBITMQ})
-    assert set(services) == {*APP_SERVICES, "redis", "db", "rabbitmq"}
+    assert set(services) == {*WITHOUT_PROFILES, "rabbitmq"}
     for name in APP_SERVICES:
         assert services[name]["environment"]["CELERY_BROKER_URL"] == RABBITMQ_BROKER_URL, name
         assert services[name]["depends_on"]["rabbitmq"]["condition"] == "service_healthy", name
@@ -414,7 +423,7 @@ def test_with_the_rabbitmq_cluster_profile_every_app_service_gets_every_node_onc
     tmp_path,
 ):
     services = compose_up(tmp_path, {**OPERATOR_KEYS, **OPERATOR_MAIL, **TO_RABBITMQ_CLUSTER})
-    assert set(services) == {*APP_SERVICES, "redis", "db", *RABBITMQ_NODES}
+    assert set(services) == {*WITHOUT_PROFILES, *RABBITMQ_NODES}
     for name in APP_SERVICES:
         environment = services[name]["environment"]
         assert environment["CELERY_BROKER_URL"] == CLUSTER_BROKER_URL, name
@@ -527,7 +536,7 @@ def test_with_the_redis_sentinel_profile_every_app_service_asks_the_sentinels_fo
     tmp_path,
 ):
     services = compose_up(tmp_path, {**OPERATOR_KEYS, **OPERATOR_MAIL, **TO_REDIS_SENTINEL})
-    assert set(services) == {*APP_SERVICES, "redis", "db", "redis-replica", *SENTINELS}
+    assert set(services) == {*WITHOUT_PROFILES, "redis-replica", *SENTINELS}
     for name in APP_SERVICES:
         environment = services[name]["environment"]
         for variable, db in (("CELERY_BROKER_URL", BROKER_DB), ("REDIS_CACHE_URL", CACHE_DB)):
@@ -628,7 +637,7 @@ def test_with_both_profiles_the_broker_is_the_cluster_and_the_cache_is_behind_se
     }
     services = compose_up(tmp_path, {**OPERATOR_KEYS, **OPERATOR_MAIL, **both})
     assert set(services) == {
-        *APP_SERVICES, "redis", "db", *RABBITMQ_NODES, "redis-replica", *SENTINELS,
+        *WITHOUT_PROFILES, *RABBITMQ_NODES, "redis-replica", *SENTINELS,
     }  # fmt: skip
     for name, environment in environment_of(services, *APP_SERVICES).items():
         assert environment["CELERY_BROKER_URL"] == CLUSTER_BROKER_URL, name

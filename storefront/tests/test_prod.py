@@ -31,6 +31,18 @@ def test_production_refuses_to_start_without_each_required_variable(prod_env, na
     assert check.stderr == expected
 
 
+def test_production_refuses_to_start_with_a_trusted_proxy_that_is_no_address(prod_env):
+    prod_env["TRUSTED_PROXIES"] = "proxy"
+
+    check = manage(prod_env, "check", check=False)
+
+    assert check.returncode == 1
+    assert check.stderr == (
+        "storefront: TRUSTED_PROXIES must list IP addresses or networks, comma-separated:"
+        " 'proxy' does not appear to be an IPv4 or IPv6 network.\n"
+    )
+
+
 def test_check_deploy_is_clean_under_production_settings(prod_env):
     check = manage(prod_env, "check", "--deploy", "--fail-level", "WARNING", check=False)
 
