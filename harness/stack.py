@@ -94,30 +94,28 @@ class Stack:
 
     def podman_names(self, *listing: str) -> list[str]:
         """What `podman <listing>` shows of this project (containers, volumes, networks)."""
+        return self.listed(*listing, shown="{{.Names}}" if listing[0] == "ps" else "{{.Name}}")
+
+    def listed(self, *listing: str, shown: str) -> list[str]:
         label = f"label=io.podman.compose.project={self.name}"
-        names = "{{.Names}}" if listing[0] == "ps" else "{{.Name}}"
-        shown = subprocess.run(
-            ["podman", *listing, "--filter", label, "--format", names],
+        listed = subprocess.run(
+            ["podman", *listing, "--filter", label, "--format", shown],
             check=True, capture_output=True, text=True,
         )  # fmt: skip
-        return shown.stdout.split()
+        return listed.stdout.splitlines()
 
     def container(self, service: str) -> str:
         return f"{self.name}_{service}_1"
 
     @staticmethod
     def healthy(container: str) -> bool:
+        # Without a health check podman answers 125, never healthy: every service has
+        # one (test_every_service_has_a_health_check_and_waits_for_healthy_dependencies).
         run = subprocess.run(["podman", "healthcheck", "run", container], capture_output=True)
-        # 125: the image has no health check, as nothing here is meant to lack one.
         return run.returncode == 0
 
     def states(self) -> str:
-        shown = subprocess.run(
-            ["podman", "ps", "-a", "--filter", f"label=io.podman.compose.project={self.name}",
-             "--format", "{{.Names}}: {{.Status}}"],
-            capture_output=True, text=True,
-        )  # fmt: skip
-        return "; ".join(shown.stdout.splitlines())
+        return "; ".join(self.listed("ps", "-a", shown="{{.Names}}: {{.Status}}"))
 
     def exec(self, service: str, *argv: str, env: dict[str, str] | None = None) -> str:
         """Run a command in the service's running container; its output."""
@@ -127,9 +125,3 @@ class Stack:
             check=True, capture_output=True, text=True,
         )  # fmt: skip
         return done.stdout
-
-    def logs(self, service: str) -> str:
-        shown = subprocess.run(
-            ["podman", "logs", self.container(service)], capture_output=True, text=True
-        )
-        return shown.stdout + shown.stderr

@@ -49,19 +49,26 @@ def recipients(inbox):
 def messages_left(stack, project_env, request):
     """How many task messages the broker still holds: queued, taken and not yet
     acknowledged, or (RabbitMQ) waiting out a countdown in its delay queues."""
+    return sum(messages_by_queue(stack, project_env, request).values())
+
+
+def messages_by_queue(stack, project_env, request):
+    """The task messages the broker holds, by queue (none listed empty)."""
     if stack == SQLITE_REDIS:
         client = request.getfixturevalue("broker")
-        return len(queued_tasks(client) + unacked_tasks(client))
+        held = {"celery": len(queued_tasks(client)), "unacked": len(unacked_tasks(client))}
+        return {name: count for name, count in held.items() if count}
     rabbitmq = request.getfixturevalue("rabbitmq_server")
     vhost = unquote(urlsplit(project_env["CELERY_BROKER_URL"]).path.lstrip("/"))
     # rabbitmqctl, not the management API: its counts are now, not a sample. JSON: its
     # table's header lines differ between RabbitMQ 3 and 4.
     listed = rabbitmq.ctl("list_queues", "-p", vhost, "name", "messages", "--formatter=json")
-    return sum(
-        queue["messages"]
+    return {
+        queue["name"]: queue["messages"]
         for queue in json.loads(listed)
-        if queue["name"] == "celery" or queue["name"].startswith("celery_delayed_")
-    )
+        if (queue["name"] == "celery" or queue["name"].startswith("celery_delayed_"))
+        and queue["messages"]
+    }
 
 
 def active_notifications(database):
@@ -315,8 +322,8 @@ def test_periodic_notifications_never_overlap_and_late_ones_are_dropped(
             messages_left(stack, project_env, request) == 0 and not active_notifications(database)
         ),
         what=lambda: (
-            "every periodic run done or dropped (left: "
-            f"{messages_left(stack, project_env, request)} messages in the broker, "
+            "every periodic run done or dropped (left in the broker: "
+            f"{messages_by_queue(stack, project_env, request)}, "
             f"{OutboxMessage.objects.using(database).count()} in the outbox; notifications: "
             f"{list(Notification.objects.using(database).values_list('status', 'started_at'))})"
         ),
