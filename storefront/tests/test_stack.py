@@ -93,6 +93,23 @@ def test_flower_answers_only_with_its_password_and_only_on_loopback(compose_stac
         requests.get(f"http://{this_machines_address()}:5555/api/workers", timeout=10)
 
 
+def test_flower_in_the_stack_cannot_start_a_mailing(compose_stack):
+    login = tuple(compose_stack.env["FLOWER_BASIC_AUTH"].split(":", 1))
+
+    sent = requests.post(
+        "http://127.0.0.1:5555/api/task/send-task/playground.tasks.notify_customers",
+        json={"args": ["Hello"]}, auth=login, timeout=10,
+    )  # fmt: skip
+
+    assert sent.status_code == 403  # FLOWER_ALLOW_CONTROL is off unless .env says so
+
+
+def test_a_body_too_big_is_refused_by_the_proxy(compose_stack):
+    too_big = Browser(compose_stack).request("POST", "/admin/login/", data=b"x" * 4_000_000)
+
+    assert too_big.status_code == 413
+
+
 def test_a_notification_goes_out_through_the_stacks_worker_and_mail_path(
     compose_stack, stack_inbox
 ):
