@@ -1,8 +1,19 @@
-"""GET /healthz: 200 when the database, the cache and the broker (Redis or RabbitMQ)
-answer, 503 naming what is down; with the broker node that answered (a cluster's
-URL list names several). Served by a middleware ahead of the others, so that
-probes, which come with whatever Host header the orchestrator uses, need neither
-ALLOWED_HOSTS nor HTTPS; every check has a short timeout, so the answer never hangs."""
+"""The probes, each for where it is used:
+
+- GET /livez: 200 while the process answers, whatever else is down. A liveness probe
+  restarts what fails it, and a web restarted because the broker is away would only
+  drop the requests that the outbox keeps (docs/operations.md, *Probes*).
+- GET /readyz (and /healthz, its older name): 200 when the database, the cache and the
+  broker (Redis or RabbitMQ) answer, 503 naming what is down; with the broker node that
+  answered (a cluster's URL list names several). For a readiness probe and a person.
+
+Served by a middleware ahead of the others, so that probes, which come with whatever
+Host header the orchestrator uses, need neither ALLOWED_HOSTS nor HTTPS; every check has
+a short timeout, so the answer never hangs, and reuses its process's connections: a
+probe every few seconds must not open a connection each time."""
+
+import threading
+from typing import Any
 
 import redis
 from django.conf import settings
@@ -28,29 +39,62 @@ def redis_answers(url, timeout=TIMEOUT):
 
 
 def broker_node(timeout=TIMEOUT):
-    """The broker node (host:port) that took a connection within `timeout` seconds,
-    whatever the broker, each node of a cluster's URL list tried once; None if none did."""
-    options = {"socket_timeout": timeout, "socket_connect_timeout": timeout, "max_retries": 0}
-    connection = Connection(
-        settings.CELERY_BROKER_URL,
-        connect_timeout=timeout,
-        # Redis reads these (and Sentinel's master_name); RabbitMQ's client takes only
-        # what it knows.
-        transport_options={}
-        if settings.BROKER_IS_RABBITMQ
-        else settings.CELERY_BROKER_TRANSPORT_OPTIONS | options,
-    )
-    try:
-        # Without waiting between tries: kombu's default would wait seconds.
-        tries = max(len(connection.alt), 2)
-        connection.ensure_connection(max_retries=tries - 1, interval_start=0, interval_step=0)
+    """The broker node (host:port) that answered within `timeout` seconds, whatever the
+    broker, each node of a cluster's URL list tried once; None if none did. The
+    process's connection is reused while it answers; one that does not (its node lost,
+    the broker restarted) is dropped and a new one tried at once."""
+    for fresh in (False, True):
+        connection = broker_connection(fresh)
+        try:
+            # Without waiting between tries: kombu's default would wait seconds.
+            tries = max(len(connection.alt), 2)
+            connection.ensure_connection(max_retries=tries - 1, interval_start=0, interval_step=0)
+            round_trip(connection)
+        except Exception:  # any transport's error means the same: not answering
+            forget_broker_connection()
+            continue
         if sentinel.is_sentinel(settings.CELERY_BROKER_URL):  # not the Sentinel that answered
             return sentinel.primary(settings.CELERY_BROKER_URL, socket_timeout=timeout)
         return connection.host
-    except Exception:  # any transport's error means the same: not answering
-        return None
-    finally:
+    return None
+
+
+# One per thread (runserver serves each request in a thread of its own; gunicorn's sync
+# workers, one at a time).
+connections = threading.local()
+
+
+def broker_connection(fresh: bool) -> Connection:
+    if fresh or getattr(connections, "broker", None) is None:
+        options = {"socket_timeout": TIMEOUT, "socket_connect_timeout": TIMEOUT, "max_retries": 0}
+        connections.broker = Connection(
+            settings.CELERY_BROKER_URL,
+            connect_timeout=TIMEOUT,
+            # Redis reads these (and Sentinel's master_name); RabbitMQ's client takes
+            # only what it knows.
+            transport_options={}
+            if settings.BROKER_IS_RABBITMQ
+            else settings.CELERY_BROKER_TRANSPORT_OPTIONS | options,
+        )
+    return connections.broker
+
+
+def forget_broker_connection() -> None:
+    connection = getattr(connections, "broker", None)
+    connections.broker = None
+    if connection is not None:
         connection.release()
+
+
+def round_trip(connection: Connection) -> None:
+    """Ask the broker something over the connection: a connection kept open says only
+    that it answered once."""
+    channel: Any = connection.default_channel  # the transport's own, not kombu's base type
+    if settings.BROKER_IS_RABBITMQ:
+        # A passive declare of an exchange every broker has: a question, no change.
+        channel.exchange_declare(exchange="amq.direct", type="direct", passive=True)
+    else:
+        channel.client.ping()
 
 
 def database_answers():
@@ -83,11 +127,17 @@ def health():
     return JsonResponse(body, status=503 if down else 200)
 
 
+def alive():
+    return JsonResponse({"status": "ok"})
+
+
+PROBES = {"/livez": alive, "/readyz": health, "/healthz": health}
+
+
 class HealthCheckMiddleware:
     def __init__(self, get_response):
         self.get_response = get_response
 
     def __call__(self, request):
-        if request.path == "/healthz":
-            return health()
-        return self.get_response(request)
+        probe = PROBES.get(request.path)
+        return probe() if probe else self.get_response(request)

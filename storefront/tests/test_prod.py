@@ -97,6 +97,32 @@ def test_healthz_names_what_is_down_within_a_second_and_recovers(own_redis, prod
     assert back.status_code == 200
 
 
+def test_livez_answers_while_the_broker_and_cache_are_down_and_readyz_names_them(
+    own_redis, prod_web
+):
+    own_redis.stop()
+
+    live = requests.get(prod_web.url("/livez"), timeout=5)
+    ready = requests.get(prod_web.url("/readyz"), timeout=5)
+
+    assert (live.status_code, live.json()) == (200, {"status": "ok"})
+    assert (ready.status_code, ready.json()["down"]) == (503, ["cache", "broker"])
+
+
+def test_a_hundred_probes_reuse_their_connections_to_redis(own_redis, prod_web):
+    def connections_received():
+        with own_redis.client() as client:  # itself one more
+            return client.info("stats")["total_connections_received"]
+
+    before = connections_received()
+    answers = {requests.get(prod_web.url("/readyz"), timeout=5).status_code for _ in range(100)}
+    opened = connections_received() - before - 1
+
+    assert answers == {200}
+    # Each of gunicorn's two workers: the cache's pool and the broker's connection.
+    assert opened <= 4, opened
+
+
 def test_a_pickled_message_is_refused_and_never_run(start_worker, broker, database):
     worker = start_worker("worker", "--concurrency=1")
 
