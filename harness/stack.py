@@ -76,7 +76,9 @@ class Stack:
 
     def up(self, timeout: float = 180) -> "Stack":
         """Start every service and wait until each container's own health check passes
-        (Podman 4.3 runs none by itself without systemd: they are run from here)."""
+        (Podman 4.3 runs none by itself without systemd: they are run from here). What
+        a run stopped before its teardown left of a stack of this name goes first."""
+        self.down()
         self.compose("up", "-d")
         containers = self.containers()
         wait_until(
