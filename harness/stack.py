@@ -68,10 +68,10 @@ class Stack:
         }
         (folder / ".env").write_text("".join(f"{k}={v}\n" for k, v in self.env.items()))
 
-    def compose(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    def compose(self, *args: str) -> subprocess.CompletedProcess:
         return subprocess.run(
             [PODMAN_COMPOSE, "-p", self.name, *args],
-            cwd=self.folder, check=check, capture_output=True, text=True,
+            cwd=self.folder, check=True, capture_output=True, text=True,
         )  # fmt: skip
 
     def up(self, timeout: float = 180) -> "Stack":

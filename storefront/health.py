@@ -38,13 +38,13 @@ def redis_answers(url, timeout=TIMEOUT):
         client.close()
 
 
-def broker_node(timeout=TIMEOUT):
-    """The broker node (host:port) that answered within `timeout` seconds, whatever the
+def broker_node():
+    """The broker node (host:port) that answered within TIMEOUT seconds, whatever the
     broker, each node of a cluster's URL list tried once; None if none did. The
     process's connection is reused while it answers; one that does not (its node lost,
     the broker restarted) is dropped and a new one tried at once."""
-    for fresh in (False, True):
-        connection = broker_connection(fresh)
+    for _ in range(2):
+        connection = broker_connection()
         try:
             # Without waiting between tries: kombu's default would wait seconds.
             tries = max(len(connection.alt), 2)
@@ -54,7 +54,7 @@ def broker_node(timeout=TIMEOUT):
             forget_broker_connection()
             continue
         if sentinel.is_sentinel(settings.CELERY_BROKER_URL):  # not the Sentinel that answered
-            return sentinel.primary(settings.CELERY_BROKER_URL, socket_timeout=timeout)
+            return sentinel.primary(settings.CELERY_BROKER_URL, socket_timeout=TIMEOUT)
         return connection.host
     return None
 
@@ -64,8 +64,9 @@ def broker_node(timeout=TIMEOUT):
 connections = threading.local()
 
 
-def broker_connection(fresh: bool) -> Connection:
-    if fresh or getattr(connections, "broker", None) is None:
+def broker_connection() -> Connection:
+    """This thread's connection to the broker, made if it has none (or it was dropped)."""
+    if getattr(connections, "broker", None) is None:
         options = {"socket_timeout": TIMEOUT, "socket_connect_timeout": TIMEOUT, "max_retries": 0}
         connections.broker = Connection(
             settings.CELERY_BROKER_URL,
