@@ -10,6 +10,8 @@ WORKDIR /app
 
 RUN pip install pipenv==2026.10.3
 COPY Pipfile Pipfile.lock ./
+# The lock installs the package in guarantees/ from its folder.
+COPY guarantees guarantees
 RUN pipenv install --system --deploy
 
 COPY . .

@@ -44,6 +44,7 @@ import requests
 import yaml
 from aiosmtpd.controller import Controller
 from amqp.exceptions import InternalError, NotFound
+from celery_guarantees.redis_transport import taking_list
 from django.conf import settings
 from django.core.cache import caches
 from django.core.management import call_command
@@ -78,7 +79,6 @@ from playground.models import Delivery, Notification
 from storefront.beat import SingleBeatScheduler
 from storefront.celery import celery as celery_app
 from storefront.settings.environment import BROKER_DB, CACHE_DB
-from storefront.transport import taking_list
 
 
 def compose_command(service):

@@ -8,8 +8,7 @@ from typing import Any
 
 import click
 import sentry_sdk
-from celery import Celery, signals
-from celery._state import get_current_task  # as Celery's own task log format does
+from celery import Celery, current_task, signals
 from pythonjsonlogger.json import JsonFormatter
 
 PLAIN = "{asctime} {levelname} {name}: {message}"
@@ -22,9 +21,9 @@ class TaskFilter(logging.Filter):
     the logger: an operator can follow one task through the log."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        task = get_current_task()
-        if task is not None and task.request.id:
-            record.__dict__.update(task_name=task.name, task_id=task.request.id)
+        # Celery's proxy for the task this thread runs: false where none runs.
+        if current_task and current_task.request.id:
+            record.__dict__.update(task_name=current_task.name, task_id=current_task.request.id)
         return True
 
 

@@ -19,9 +19,8 @@ def task_queues(max_deliveries: int) -> list[Queue]:
     # A topic exchange: Celery's native delayed delivery, which keeps countdowns in
     # RabbitMQ instead of in a worker's memory, binds only to those.
     exchange = Exchange(TASK_QUEUE, type="topic")
-    arguments = {
+    arguments: dict[str, object] = {
         "x-queue-type": "quorum",
-        "x-delivery-limit": max_deliveries,
         # The default exchange routes by queue name.
         "x-dead-letter-exchange": "",
         "x-dead-letter-routing-key": DEAD_LETTER_QUEUE,
@@ -31,6 +30,8 @@ def task_queues(max_deliveries: int) -> list[Queue]:
         "x-dead-letter-strategy": "at-least-once",
         "x-overflow": "reject-publish",
     }
+    if max_deliveries:  # 0: RabbitMQ's own default
+        arguments["x-delivery-limit"] = max_deliveries
     return [Queue(TASK_QUEUE, exchange, routing_key=TASK_QUEUE, queue_arguments=arguments)]
 
 

@@ -1,29 +1,23 @@
 """Bad input never stops a worker. Bytes pushed onto the `celery` list that are no
-message (storefront/transport.py) are set aside in `celery.malformed` with one log line,
-while a real notification has batches in flight: the worker, its pool processes and its
-batches go on, every customer gets one email, and a task sent afterwards runs.
+message (celery_guarantees/redis_transport.py) are set aside in `celery.malformed` with
+one log line, while a real notification has batches in flight: the worker, its pool
+processes and its batches go on, every customer gets one email, and a task sent
+afterwards runs."""
 
-The fast tests pin what the transport rests on in kombu, so that a kombu upgrade that
-changes it fails here rather than in production."""
-
-import hashlib
-import inspect
 import json
 
 import pytest
-from kombu import Connection
-from kombu.transport import redis as kombu_redis
-from kombu.transport.virtual import base as kombu_virtual
 
 from conftest import (
     call,
     deliveries,
+    manage,
     pool_processes,
     sent_message,
     wait_until,
     wait_until_done,
 )
-from storefront import transport
+from storefront.settings import environment
 
 
 def without(message, *path):
@@ -117,64 +111,47 @@ def test_bad_bytes_are_set_aside_and_the_worker_and_its_running_batches_go_on(
     assert broker.llen("celery.malformed") == 1
 
 
-# kombu's methods that storefront/transport.py copies and changes (kombu 5.7.0). When this
-# fails, kombu changed one: bring the copy in step with kombu's, then update the digest.
-COPIED_FROM_KOMBU = {
-    kombu_redis.Channel._brpop_read: (
-        "c42518699709f2df90f55a048fe6346612ae5527e5c4a6819f2c0920dc62088f",
-        "(self, **options)",
-    ),
-    kombu_redis.Channel._brpop_start: (
-        "06723d707ddf224025af70ff511e07a27e1e8a37ec509e7dfa11ee408a79ccec",
-        "(self, timeout=None)",
-    ),
-    kombu_redis.QoS.append: (
-        "35c655f6ecc62fe6e9902f7498dde9b47ff27187973d7568e02529c400027416",
-        "(self, message, delivery_tag)",
-    ),
-    kombu_redis.QoS.ack: (
-        "1bc15a4ddf541af6aede3b76093919f847899f93dd8c1a2537ab7eaff1227207",
-        "(self, delivery_tag)",
-    ),
-}
+@pytest.mark.parametrize(
+    ("url", "choice", "transport"),
+    [
+        ("redis://:secret@127.0.0.1:6379/1", None, "celery_guarantees.redis_transport:Transport"),
+        ("rediss://127.0.0.1:6380/1", None, "celery_guarantees.redis_transport:Transport"),
+        ("sentinel://s1:26379;sentinel://s2:26379", None,
+         "celery_guarantees.redis_transport:SentinelTransport"),
+        ("redis://127.0.0.1:6379/1", "kombu", None),
+        ("amqp://guest:guest@127.0.0.1:5672//", None, None),
+        ("memory://", None, None),
+    ],
+)  # fmt: skip
+def test_redis_urls_get_the_packages_transport_unless_told_kombu_and_others_keep_kombus(
+    url, choice, transport, monkeypatch
+):
+    if choice:
+        monkeypatch.setenv("REDIS_TRANSPORT", choice)
+    else:
+        monkeypatch.delenv("REDIS_TRANSPORT", raising=False)
+
+    assert environment.broker_transport("REDIS_TRANSPORT", url) == transport
 
 
-@pytest.mark.parametrize("method", COPIED_FROM_KOMBU, ids=lambda method: method.__qualname__)
-def test_kombu_still_does_what_storefront_transport_copies(method):
-    digest, signature = COPIED_FROM_KOMBU[method]
-    source = inspect.getsource(method)
+def test_a_transport_that_is_neither_stops_a_process_at_start(project_env):
+    project_env["REDIS_TRANSPORT"] = "stock"
 
-    assert hashlib.sha256(source.encode()).hexdigest() == digest, source
-    assert str(inspect.signature(method)) == signature
+    check = manage(project_env, "check", check=False)
 
-
-def test_kombu_offers_what_storefront_transport_calls():
-    # What the copy and the set-aside call on kombu, with the arguments they pass.
-    assert callable(kombu_redis.Channel._flush_brpop_reauth)
-    assert list(inspect.signature(kombu_virtual.Transport._deliver).parameters) == [
-        "self", "message", "queue",
-    ]  # fmt: skip
-    assert "requeue" in inspect.signature(kombu_redis.QoS.reject).parameters
-    assert list(inspect.signature(kombu_redis.QoS._remove_from_indices).parameters) == [
-        "self", "delivery_tag", "pipe",
-    ]  # fmt: skip
-    assert list(inspect.signature(kombu_virtual.QoS.get).parameters) == ["self", "delivery_tag"]
-    # The poller reads a BRPOP reply through the channel's handler, the overridden method.
-    handlers = inspect.getsource(kombu_redis.Channel.__init__)
-    assert "self.handlers = {'BRPOP': self._brpop_read" in handlers
-    # The workers' periodic restore, which also puts back what a dead worker had taken.
-    restore = inspect.getsource(kombu_redis.MultiChannelPoller.maybe_restore_messages)
-    assert "channel.qos.restore_visible(" in restore
+    assert check.returncode == 1
+    assert check.stderr == "storefront: REDIS_TRANSPORT must be guarantees or kombu, not 'stock'.\n"
 
 
-def test_redis_urls_get_the_transport_that_sets_bad_bytes_aside_and_others_keep_theirs():
-    redis = Connection("redis://:secret@127.0.0.1:6379/1")
-    rediss = Connection("rediss://127.0.0.1:6380/1")
+def test_with_kombus_own_transport_bytes_that_are_no_json_stop_the_worker(
+    project_env, start_worker, broker, database
+):
+    # What the package's transport is for: stock kombu's, the same bytes.
+    project_env["REDIS_TRANSPORT"] = "kombu"
+    worker = start_worker("worker", "--concurrency=1")
 
-    assert redis.transport_cls == "redis"  # so that logs and Flower still read redis://
-    assert redis.as_uri() == "redis://:**@127.0.0.1:6379/1"
-    assert type(redis.transport) is transport.Transport
-    assert type(rediss.transport) is transport.Transport
-    assert rediss.ssl  # kombu's own TLS for rediss:// still applies
-    assert type(Connection("memory://").transport) is not transport.Transport
-    assert type(Connection("amqp://localhost//").transport) is not transport.Transport
+    broker.lpush("celery", b"this is not json")
+
+    wait_until(lambda: worker.popen.poll() is not None, what="the worker stopped")
+    assert "Unrecoverable error" in worker.log()
+    assert broker.llen("celery") == broker.hlen("unacked") == 0  # and the bytes are gone

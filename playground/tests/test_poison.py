@@ -1,6 +1,7 @@
-"""Poison messages stop (playground/poison.py): a message whose task kills its worker
-process on every delivery is given up after CELERY_TASK_MAX_DELIVERIES (recorded,
-logged with its task id, in the admin, replayable) instead of coming back forever.
+"""Poison messages stop (playground/poison.py, on celery_guarantees.delivery_counting): a
+message whose task kills its worker process on every delivery is given up after
+CELERY_TASK_MAX_DELIVERIES (recorded, logged with its task id, in the admin, replayable)
+instead of coming back forever.
 
 The fast tests drive Celery's own worker code in this process (the strategy that builds
 a request from the task's Request class, and the hand-off to the pool) over a pool that
@@ -13,16 +14,14 @@ import os
 import re
 import signal
 from collections import Counter
-from unittest.mock import MagicMock, Mock
 
 import pytest
 import redis
 import requests
 from celery import uuid
-from celery.contrib.testing.mocks import TaskMessage
-from celery.exceptions import WorkerLostError
 from celery.utils.imports import symbol_by_name
-from celery.worker.worker import WorkController
+from celery_guarantees import delivery_counting
+from celery_guarantees.testing import KILLED, Worker, kill, requeued
 from django.core.cache import cache
 
 from conftest import (
@@ -40,58 +39,13 @@ from storefront.celery import celery
 from storefront.settings.environment import CACHE_DB
 
 SEND_BATCH = "playground.tasks.send_batch"
-KILLED = "Worker exited prematurely: signal 9 (SIGKILL) Job: 1."
-
-
-class Worker:
-    """A worker's main process as far as one task's messages go: Celery's own strategy
-    for the task (it builds each request from the task's Request class) and Celery's
-    own hand-off to the pool (WorkController._process_task), over a pool that only
-    records what it is handed."""
-
-    def __init__(self, task):
-        self.consumer = MagicMock(
-            hostname="tester@localhost", connection_errors=(), disable_rate_limits=True
-        )
-        self.consumer.event_dispatcher.enabled = False
-        self.pool = self.consumer.pool
-        self.on_message = task.start_strategy(celery, self.consumer)
-        self.task = task
-        self.freed = 0  # pool slots given back without running anything
-
-    def _quick_release(self):  # WorkController's: a slot freed
-        self.freed += 1
-
-    def deliver(self, task_id, args=("n", [1]), redelivered=True, retries=0):
-        """Deliver a message of the task and hand it to the pool as the worker does;
-        returns the request and the message's (ack, reject) callbacks."""
-        message = TaskMessage(self.task.name, id=task_id, args=list(args), retries=retries)
-        message.delivery_info = {"redelivered": redelivered}
-        message.properties = {}
-        ack, reject = Mock(), Mock()
-        self.on_message(message, None, ack, reject, [])
-        request = self.consumer.on_task_request.call_args.args[0]
-        WorkController._process_task(self, request)
-        return request, ack, reject
-
-    def handed_to_pool(self):
-        return self.pool.apply_async.call_count
-
-
-def kill(request):
-    """What the main process sees when the pool process running `request` is killed."""
-    request.on_failure(poison.raised(WorkerLostError(KILLED)))
-
-
-def requeued(reject):
-    return [call.args[2] for call in reject.call_args_list] == [True]
 
 
 @pytest.fixture
 def worker(settings):
     settings.TASK_MAX_DELIVERIES = 3
     cache.clear()
-    return Worker(tasks.send_batch)
+    return Worker(celery, tasks.send_batch)
 
 
 def test_every_task_is_delivered_through_the_counting_request():
@@ -126,7 +80,7 @@ def test_celery_still_hands_messages_to_the_pool_where_poison_counts_them(worker
 
 
 def test_a_first_delivery_costs_no_cache_call(worker, monkeypatch):
-    monkeypatch.setattr(poison, "cache", None)  # any use would fail
+    monkeypatch.setattr(poison.DeliveryCountingRequest, "counts", None)  # any use would fail
 
     request, ack, _ = worker.deliver(uuid(), redelivered=False)
     request.on_success((False, None, 0.01))
@@ -160,10 +114,10 @@ def test_a_message_that_kills_its_worker_process_runs_n_times_then_is_given_up(w
     assert record.last_error == f"WorkerLostError: {KILLED}"
     assert record.worker == "tester@localhost"
     warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
-    assert [r.name for r in warnings] == ["playground.poison"]
+    assert [r.name for r in warnings] == ["celery_guarantees.delivery_counting"]
     assert f"{SEND_BATCH}[{task_id}]" in warnings[0].getMessage()
     assert celery.AsyncResult(task_id).state == "FAILURE"  # its chord and errbacks learn it
-    assert cache.get(poison.count_key(task_id, 0)) is None
+    assert cache.get(delivery_counting.count_key(task_id, 0)) is None
 
 
 @pytest.mark.django_db
@@ -172,13 +126,13 @@ def test_a_message_that_finishes_forgets_its_deliveries(worker):
     kill(worker.deliver(task_id, redelivered=False)[0])
     kill(worker.deliver(task_id)[0])
     request, ack, _ = worker.deliver(task_id)
-    assert cache.get(poison.count_key(task_id, 0)) == 3
+    assert cache.get(delivery_counting.count_key(task_id, 0)) == 3
 
     request.on_success((False, None, 0.01))
 
     assert ack.call_count == 1
-    assert cache.get(poison.count_key(task_id, 0)) is None
-    assert cache.get(f"{poison.count_key(task_id, 0)}:error") is None
+    assert cache.get(delivery_counting.count_key(task_id, 0)) is None
+    assert cache.get(f"{delivery_counting.count_key(task_id, 0)}:error") is None
     # Sent again under the same id (the outbox, a replay), it has every delivery again.
     kill(worker.deliver(task_id, redelivered=False)[0])
     for _ in range(2):
@@ -322,7 +276,8 @@ def test_a_batch_that_kills_its_worker_process_on_every_delivery_is_given_up_and
     notification_id = args[0]
     assert smtp_server.held == 3  # no 4th run reached the SMTP server
     # The log line is itself what is promised: one warning naming the task id.
-    assert worker.log().count(f"WARNING playground.poison: Gave up on {SEND_BATCH}[{task_id}]") == 1
+    given_up = f"WARNING celery_guarantees.delivery_counting: Gave up on {SEND_BATCH}[{task_id}]"
+    assert worker.log().count(given_up) == 1
     # Failed like a batch that failed for good: its notification finishes with what it reached.
     wait_until_done(database)
     assert sent_to(database, notification_id) == 4
@@ -357,3 +312,24 @@ def test_a_batch_that_kills_its_worker_process_on_every_delivery_is_given_up_and
     per_customer = Counter(m["Message-ID"] for m in smtp_server.messages)
     assert len(per_customer) == 20
     assert set(per_customer.values()) == {1}
+
+
+def test_without_the_count_a_batch_that_kills_its_worker_process_comes_back_forever(
+    project_env, seed_customers, smtp_server, start_worker, database
+):
+    # Celery's own request (the package's count off): the same poison runs past where
+    # the count would give it up, and nothing records it.
+    project_env.update(NOTIFY_BATCH_SIZE="10", CELERY_TASK_MAX_DELIVERIES="0")
+    seed_customers(10)
+    smtp_server.hold_at = 4
+    worker = start_worker("worker", "--concurrency=1")
+    call(project_env, "Poisoned, uncounted")
+
+    for delivery in (1, 2, 3, 4):
+        smtp_server.wait_until_holding(delivery)
+        for pid in pool_processes(worker):
+            os.kill(pid, signal.SIGKILL)
+
+    smtp_server.wait_until_holding(5)  # a 5th run, where the count gives up the 4th
+    assert poison_messages(database) == []
+    assert "Gave up on" not in worker.log()

@@ -14,7 +14,7 @@ from storefront.logs import logging_config
 from storefront.rabbitmq import task_queues
 from storefront.sentinel import is_sentinel
 
-from .environment import env, env_bool, env_list, env_networks, env_redis_url
+from .environment import broker_transport, env, env_bool, env_list, env_networks, env_redis_url
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 
@@ -185,6 +185,10 @@ SENTRY_DSN = env("SENTRY_DSN", "")
 # The course's broker (development: Redis DB 1 on this machine), or RabbitMQ (amqp://).
 CELERY_BROKER_URL = env("CELERY_BROKER_URL")
 BROKER_IS_RABBITMQ = urlsplit(CELERY_BROKER_URL).scheme in ("amqp", "amqps", "pyamqp")
+# On Redis, the package's transport (guarantees/): no message is ever only in a worker's
+# memory, and bytes that are no message are set aside instead of stopping a worker.
+# REDIS_TRANSPORT=kombu runs stock kombu's instead; RabbitMQ always runs kombu's.
+CELERY_BROKER_TRANSPORT = broker_transport("REDIS_TRANSPORT", CELERY_BROKER_URL)
 # Results (and the STARTED state) in the cache's Redis, so Flower and AsyncResult can
 # report them, and the chord that finishes a notification can count its batches (which
 # RabbitMQ, keeping no results, cannot).
@@ -204,7 +208,7 @@ CELERY_RESULT_SERIALIZER = "json"
 # crontab entries are read in the site's time zone, not the worker's.
 CELERY_TIMEZONE = TIME_ZONE
 # Flower draws its task list and worker graphs from these events. The worker publishes
-# them in batches, each at most this many seconds late (storefront/task_events.py).
+# them in batches, each at most this many seconds late (celery_guarantees/task_events.py).
 CELERY_WORKER_SEND_TASK_EVENTS = True
 TASK_EVENTS_FLUSH_SECONDS = float(env("TASK_EVENTS_FLUSH_SECONDS", 0.1))
 # A task that has been picked up shows as STARTED, not PENDING.
@@ -226,11 +230,14 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 # But not forever: a message whose task kills its pool process on every delivery would
 # come back forever. Its next delivery past this many is given up: recorded for the
-# admin to replay, failed, gone from Redis (playground/poison.py).
+# admin to replay, failed, gone from Redis (playground/poison.py). 0: no limit, as
+# Celery alone has it.
 TASK_MAX_DELIVERIES = int(env("CELERY_TASK_MAX_DELIVERIES", 5))
 # The deliveries are counted where the worker hands a message to a pool process, for
 # every task: the request class is the one place, and annotations set it from here.
-CELERY_TASK_ANNOTATIONS = {"*": {"Request": "playground.poison:DeliveryCountingRequest"}}
+CELERY_TASK_ANNOTATIONS = (
+    {"*": {"Request": "playground.poison:DeliveryCountingRequest"}} if TASK_MAX_DELIVERIES else {}
+)
 # The jobs wait on SMTP more than they compute, so two pool processes per core keep
 # the cores busy (docs/measured.md: the job with 1, 2 and 4 processes).
 # `celery worker --concurrency=N` still overrides it.
@@ -273,7 +280,7 @@ CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, object] = {
     "unacked_restore_throttle": 1,
     # One Redis list per queue, no priority lists beside it (no task here has a
     # priority): a worker then takes each message with an atomic move instead of a pop
-    # that a kill could lose (storefront/transport.py).
+    # that a kill could lose (celery_guarantees/redis_transport.py).
     "priority_steps": [0],
     # A hung Redis fails a publish after half a second instead of blocking the page
     # forever, and a Redis that is down fails it at once instead of after seconds of

@@ -62,3 +62,24 @@ def env_redis_url(name: str, default: object = None) -> str:
             " the broker."
         )
     return value
+
+
+# The transports of the package in guarantees/ (celery_guarantees), by the broker URL's
+# scheme; kombu's own carries every other scheme (amqp:// for RabbitMQ, memory://).
+GUARANTEED_TRANSPORTS = {
+    "redis": "celery_guarantees.redis_transport:Transport",
+    "rediss": "celery_guarantees.redis_transport:Transport",
+    "sentinel": "celery_guarantees.redis_transport:SentinelTransport",
+}
+
+
+def broker_transport(name: str, broker_url: str) -> str | None:
+    """The transport (Celery's broker_transport) that the variable `name` chooses for
+    `broker_url`: `guarantees` (the package's, on Redis) or `kombu` (stock kombu's, by the
+    URL's scheme, as without the setting); anything else stops the process at start."""
+    choice = env(name, "guarantees")
+    if choice not in ("guarantees", "kombu"):
+        sys.exit(f"storefront: {name} must be guarantees or kombu, not {choice!r}.")
+    if choice == "kombu":
+        return None
+    return GUARANTEED_TRANSPORTS.get(urlsplit(broker_url).scheme)

@@ -1,12 +1,11 @@
-"""Celery reads a plain copy of Django's CELERY_* settings (storefront/celery_settings.py):
+"""Celery reads a plain copy of Django's CELERY_* settings (celery_guarantees/django_settings.py):
 every one of them, without going through Django's lazy settings object on each lookup."""
 
 import pytest
 from celery import Celery
 from celery.app.defaults import DEFAULTS
+from celery_guarantees.django_settings import read_a_copy_of_django_settings
 from django.conf import LazySettings, settings
-
-from storefront.celery_settings import read_a_copy_of_django_settings
 
 CELERY_SETTINGS = sorted(name for name in dir(settings) if name.startswith("CELERY_"))
 
@@ -59,8 +58,8 @@ def test_celery_looks_its_settings_up_without_django_lazy_settings(lazy_settings
 
 def test_celery_still_reads_django_settings_through_the_lazy_object(lazy_settings_reads):
     """When this fails, Celery reads Django's settings cheaply on its own, and
-    storefront/celery_settings.py can go (docs/upstream/celery-reads-django-settings-
-    lazily.md)."""
+    celery_guarantees/django_settings.py can go
+    (guarantees/docs/celery-reads-django-settings-lazily.md)."""
     app = app_as_the_course_makes_it(copy=False)
     lazy_settings_reads.clear()
     for name in DEFAULTS:

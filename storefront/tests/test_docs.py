@@ -16,7 +16,8 @@ NAMED_FILE_BY_FILE = {"harness/"}
 # What reads the environment when the project runs (not the harness, tests or bench).
 DEPLOYED = ["storefront", "playground", "flowerconfig.py", "gunicorn.conf.py", "manage.py"]
 READS = re.compile(
-    r"""(?:\benv(?:_bool|_list|_redis_url)?\(|environ\.get\(|environ\[|getenv\()"([A-Z][A-Z0-9_]+)\""""
+    r"""(?:\benv(?:_bool|_list|_redis_url)?\(|broker_transport\(|environ\.get\(|environ\[|getenv\()"""
+    r""""([A-Z][A-Z0-9_]+)\""""
 )
 
 
@@ -39,7 +40,7 @@ def first_cell_paths(row):
 
 def project_files():
     listed = subprocess.run(
-        ["git", "ls-files", "storefront", "playground", "harness"],
+        ["git", "ls-files", "storefront", "playground", "harness", "guarantees"],
         cwd=BASE_DIR, capture_output=True, text=True, check=True,
     ).stdout.split()  # fmt: skip
     return [

@@ -1,17 +1,13 @@
-"""The worker's task events, published in batches (storefront/task_events.py): every
+"""The worker's task events, published in batches (celery_guarantees/task_events.py): every
 one still reaches Flower and any other listener, in fewer messages, and none is left
 behind when the worker stops."""
 
 import base64
-import inspect
 import json
 from contextlib import contextmanager
 
 import pytest
 import requests
-from celery.events.dispatcher import EventDispatcher
-from celery.worker.consumer.consumer import Consumer
-from celery.worker.consumer.events import Events
 
 from conftest import FLOWER_LOGIN, manage, unacknowledged, wait_until
 from storefront.settings.environment import BROKER_DB
@@ -124,13 +120,3 @@ def test_the_worker_publishes_its_task_events_again_once_it_has_reconnected(
     with listening(own_redis.client(BROKER_DB)) as published:
         send_tasks(project_env)
         wait_until(lambda: every_task_ran(events(published())), what="every event")
-
-
-def test_celery_still_flushes_task_events_at_every_turn_of_its_loop():
-    """What storefront/task_events.py relies on and changes. When this fails, Celery
-    changed it: the step may need to follow, or may no longer be needed
-    (docs/upstream/celery-task-events-one-publish-each.md)."""
-    assert "self.on_send_buffered()" in inspect.getsource(EventDispatcher.send)
-    flush = inspect.getsource(Consumer.on_send_event_buffered)
-    assert "self.hub.call_soon(self._flush_events_promise)" in flush
-    assert "buffer_group=['task'] if c.hub else None" in inspect.getsource(Events.start)

@@ -1,21 +1,6 @@
-"""The broker's transport: kombu's Redis transport, except that bytes a worker cannot read
-never stop it.
-
-kombu's Redis channel pops each message (BRPOP) and decodes it in the worker's event
-loop. Bytes that are not a message (not JSON, a JSON value of another shape, an envelope
-without its properties or headers) raise there, and the worker either exits
-("Unrecoverable error") or, the error being a KeyError, takes it for a lost connection:
-it cancels its running tasks and reconnects, and a message the consumer had taken comes
-back to fail again. Here such bytes are set aside, exactly as they were popped, in the
-Redis list `<queue>.malformed` (`celery.malformed`), logged in one line (queue, size,
-first bytes, what is wrong), and the worker goes on with the next message.
-
-An operator reads them, newest first, with `redis-cli -n 1 LRANGE celery.malformed 0 -1`.
-To replay the oldest once what could not read it is fixed: `redis-cli -n 1 LMOVE
-celery.malformed celery RIGHT LEFT`; to replay a repaired copy: `redis-cli -n 1 --raw
-LINDEX celery.malformed -1 > message.json`, edit it, `redis-cli -n 1 -x LPUSH celery <
-message.json`, then `redis-cli -n 1 RPOP celery.malformed`. Nothing trims the list: each
-entry was logged as an error, and `DEL celery.malformed` empties it.
+"""kombu's Redis transport, except that no message is ever only in a worker's memory
+and bytes a worker cannot read never stop it. Named by Celery's `broker_transport`
+(`celery_guarantees.redis_transport:Transport`; `:SentinelTransport` for sentinel://).
 
 A message is never only in a worker's memory. kombu pops with BRPOP and records the
 message as unacknowledged (the `unacked` hash, whence Redis gives it back after the
@@ -28,18 +13,22 @@ it from there in the same atomic step (one script). What a dead worker leaves on
 `unacked_restore_interval`) once it has been there longer than the visibility timeout,
 as kombu does for `unacked`. While messages wait (the record says how many), the next
 is taken and recorded in one script instead, in Redis and at once too: one round trip
-where BLMOVE and the record are two (docs/measured.md). A worker of several queues (or
-priorities) keeps kombu's BRPOP: BLMOVE takes one list.
+where BLMOVE and the record are two. A worker of several queues (or priorities, or with
+a `global_keyprefix`) keeps kombu's BRPOP: BLMOVE takes one list.
+
+kombu's Redis channel decodes each message in the worker's event loop. Bytes that are
+not a message (not JSON, a JSON value of another shape, an envelope without its
+properties or headers) raise there, and the worker either exits ("Unrecoverable error")
+or, the error being a KeyError, takes it for a lost connection: it cancels its running
+tasks and reconnects, and a message the consumer had taken comes back to fail again.
+Here such bytes are set aside, exactly as they were popped, in the Redis list
+`<queue>.malformed` (`celery.malformed`), logged in one line (queue, size, first bytes,
+what is wrong), and the worker goes on with the next message (README: how to read and
+replay them).
 
 Every command without a client of its own (each publish, acknowledgement and task event)
 goes through one redis-py client per channel, where kombu builds a new one each time
-(docs/upstream/kombu-redis-client-per-command.md).
-
-`serve_redis_urls()` (called by storefront/celery.py) registers this class under the
-URL schemes redis and rediss (and its Sentinel form under sentinel), so
-CELERY_BROKER_URL alone still decides which transport runs. (kombu takes a class by path
-from the `transport` argument, Celery's broker_transport, but that one would win over
-every URL: the tests' memory:// and a RabbitMQ amqp:// too.)"""
+(docs/kombu-redis-client-per-command.md)."""
 
 import logging
 from collections.abc import Iterator
@@ -47,24 +36,14 @@ from contextlib import contextmanager
 from queue import Empty
 from time import monotonic, time
 from typing import Any, NamedTuple
+from urllib.parse import quote
 
-from kombu import transport as kombu_transport
 from kombu.transport import redis, virtual
 from kombu.utils.encoding import bytes_to_str
 from kombu.utils.json import dumps, loads
+from kombu.utils.url import as_url
 
 logger = logging.getLogger(__name__)
-
-
-def serve_redis_urls() -> None:
-    """Make this the transport of every redis://, rediss:// and sentinel:// URL; the
-    others (memory:// in the tests, amqp:// for RabbitMQ) keep kombu's. Before any
-    connection: kombu keeps the class it first finds for a name."""
-    kombu_transport.TRANSPORT_ALIASES.update(
-        redis=f"{__name__}:Transport",
-        rediss=f"{__name__}:Transport",
-        sentinel=f"{__name__}:SentinelTransport",
-    )
 
 
 def malformed_list(queue: str) -> str:
@@ -178,11 +157,11 @@ class TakingQoS(redis.QoS):
     channel: "Channel"
 
     def append(self, message: Any, delivery_tag: str) -> None:
-        # kombu 5.7's own (test_bad_input.py pins it), but for the message leaving the
+        # kombu 5.7's own, but for the message leaving the
         # taking list in the same command that records it as unacknowledged: one script
         # where kombu's transaction is four commands and five replies to read; with the
         # acknowledgement's, nearly a fifth of the worker's CPU for a short task
-        # (docs/upstream/kombu-redis-unacked-bookkeeping-in-transactions.md).
+        # (docs/kombu-redis-unacked-bookkeeping-in-transactions.md).
         taken = self.channel.taken
         if taken is None:
             super().append(message, delivery_tag)
@@ -197,7 +176,7 @@ class TakingQoS(redis.QoS):
         virtual.QoS.append(self, message, delivery_tag)
 
     def ack(self, delivery_tag: str) -> None:
-        # kombu 5.7's own (pinned too), in one script for the same reason.
+        # kombu 5.7's own, in one script for the same reason.
         self.channel.run(FORGET_UNACKED, [self.unacked_index_key, self.unacked_key], [delivery_tag])
         virtual.QoS.ack(self, delivery_tag)
 
@@ -231,7 +210,7 @@ class Channel(redis.Channel):
     _take_command = "BLMOVE"
     # Whether messages waited on the queue at the last take: then the next is taken and
     # recorded in one script, one round trip where BLMOVE and the record are two
-    # (docs/measured.md); an empty queue is waited on with BLMOVE.
+    # (README, *What it costs*); an empty queue is waited on with BLMOVE.
     backlog = False
     # The client every publish, acknowledgement and event goes through, on kombu's pool.
     _client: Any = None
@@ -243,7 +222,7 @@ class Channel(redis.Channel):
     def conn_or_acquire(self, client: Any = None) -> Iterator[Any]:
         # kombu builds a new redis-py client for each call here (each publish, ack and
         # event), which costs more than the command it sends
-        # (docs/upstream/kombu-redis-client-per-command.md). One client is kept instead,
+        # (docs/kombu-redis-client-per-command.md). One client is kept instead,
         # rebuilt whenever kombu replaces its pool (after a fork or a lost connection).
         if client is None:
             if self._client is None or self._client.connection_pool is not self.pool:
@@ -283,8 +262,7 @@ class Channel(redis.Channel):
         )
 
     def _brpop_read(self, **options: Any) -> bool:
-        # kombu 5.7's own (test_bad_input.py pins it, so that this follows kombu's
-        # changes), but for the reply of BLMOVE or the script where they were sent, and
+        # kombu 5.7's own, but for the reply of BLMOVE or the script where they were sent, and
         # for the bytes going through _deliver_or_set_aside instead of straight to the
         # consumer. (kombu's type stubs leave out the private parts it uses.)
         queue = self._taking_from
@@ -389,13 +367,47 @@ class Channel(redis.Channel):
         return True
 
 
-class Transport(redis.Transport):
+class ShowsItsScheme:
+    """A transport named by its class path (Celery's broker_transport) that still shows
+    its URL as redis://, rediss:// or sentinel://.
+
+    kombu writes the transport's name where the URL's scheme was: the worker's banner
+    would read `celery_guarantees.redis_transport:Transport://...`, and Flower, which
+    picks its broker client by that scheme, would know no broker. kombu lets a transport
+    that parses its own URLs display them; this one has kombu parse them (the class says
+    it cannot) and displays them itself (the instance says it can)
+    (docs/kombu-url-of-a-transport-named-by-path.md)."""
+
+    client: Any
+    scheme: str
+
+    def __init__(self, client: Any, **kwargs: Any) -> None:
+        super().__init__(client, **kwargs)  # type: ignore[call-arg]
+        self.can_parse_url = True
+
+    def as_uri(self, uri: str, include_password: bool = False, mask: str = "**") -> str:
+        info = self.client.info()
+        password = info["password"]
+        if not include_password:
+            password = mask
+        elif callable(password):
+            password = password()
+        scheme = "rediss" if self.scheme == "redis" and info["ssl"] else self.scheme
+        return as_url(
+            scheme, info["hostname"], info["port"], info["userid"], password,
+            quote(info["virtual_host"]), sanitize=not include_password, mask=mask,
+        )  # fmt: skip
+
+
+class Transport(ShowsItsScheme, redis.Transport):
     Channel = Channel
+    scheme = "redis"
 
 
 class SentinelChannel(Channel, redis.SentinelChannel):
     """The same, on a Redis reached through Sentinel (sentinel:// URLs)."""
 
 
-class SentinelTransport(redis.SentinelTransport):
+class SentinelTransport(ShowsItsScheme, redis.SentinelTransport):
     Channel = SentinelChannel
+    scheme = "sentinel"

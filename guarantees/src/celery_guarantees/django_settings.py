@@ -1,20 +1,23 @@
 """Celery reads a plain copy of Django's CELERY_* settings.
 
-The course points Celery at `django.conf:settings`, and Celery then looks every
-setting up through Django's lazy settings object, trying two names in each of its
-maps on each lookup, a missing one raising inside Django each time: about a fifth of a
-`.delay()` (docs/measured.md; docs/upstream/celery-reads-django-settings-lazily.md).
+Pointed at `django.conf:settings` (as Celery's Django example does), Celery looks every
+setting up through Django's lazy settings object, trying two names in each of its maps
+on each lookup, a missing one raising inside Django each time: about a fifth of a
+`.delay()` (README, *What it costs*; docs/celery-reads-django-settings-lazily.md).
 
 The copy is taken from the same settings when Celery first loads its configuration, so
-the course's line means what it says. Like any Celery configuration, it is read once:
-a Django setting changed afterwards (a test's override_settings) does not reach Celery;
-`app.conf.update()` still does."""
+`config_from_object("django.conf:settings")` means what it says. Like any Celery
+configuration, it is read once: a Django setting changed afterwards (a test's
+override_settings) does not reach Celery; `app.conf.update()` still does."""
 
 from celery import Celery
 from django.conf import settings
 
 
 def read_a_copy_of_django_settings(app: Celery, namespace: str) -> None:
+    """Have `app` load a copy of Django's settings named `<namespace>_*` when it
+    configures itself."""
+
     def copy_django_settings(sender: Celery, **kwargs: object) -> None:
         # Sent as the configuration starts to load, before Celery reads its source:
         # pointed at another source now, it loads that one, and nothing twice. Copied
