@@ -96,7 +96,7 @@ def whole_seconds(options: dict[str, Any]) -> dict[str, Any]:
     Celery's native delayed delivery (RabbitMQ, quorum queues) truncates a countdown to
     whole seconds and refuses one under a second: a retry asked for 0.2 s later was
     rejected and dead-lettered, a relay of a moment less than a second away failed
-    (docs/upstream/celery-subsecond-countdown.md; playground/tests/test_outbox.py
+    (docs/upstream/celery-subsecond-countdown.md; playground/tests/test_rabbitmq.py
     fails once Celery takes them)."""
     eta = options.get("eta")
     countdown = options.get("countdown")

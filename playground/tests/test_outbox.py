@@ -1,14 +1,11 @@
 """The outbox in this process, against the throwaway Redis and one that is down."""
 
-import inspect
 from contextlib import suppress
 from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
 import pytest
-from celery import Celery
 from django.db import transaction
-from kombu.transport.native_delayed_delivery import calculate_routing_key
 
 from conftest import queued_tasks
 from playground import outbox
@@ -115,11 +112,3 @@ def test_a_delay_goes_out_in_whole_seconds_and_a_moment_passed_goes_out_at_once(
     assert outbox.whole_seconds({"eta": soon.isoformat()}) == {"countdown": 1}
     assert outbox.whole_seconds({"eta": soon}) == {"countdown": 1}
     assert outbox.whole_seconds({"eta": passed.isoformat(), "countdown": 0}) == {}
-
-
-def test_celery_still_refuses_a_delay_under_a_second_on_rabbitmq_which_whole_seconds_avoids():
-    """Fails once Celery's native delayed delivery takes a delay under a second: then
-    outbox.whole_seconds() can go (docs/upstream/celery-subsecond-countdown.md)."""
-    assert "calculate_routing_key(int(countdown)" in inspect.getsource(Celery.send_task)
-    with pytest.raises(ValueError, match="countdown must be a positive number"):
-        calculate_routing_key(int(0.2), "celery")

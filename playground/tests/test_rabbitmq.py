@@ -172,3 +172,18 @@ def test_a_result_backend_or_cache_that_is_not_redis_stops_a_process_at_start(
         " not amqp://…: results, the cache and Beat's lock live in Redis, whatever the"
         " broker.\n"
     )
+
+
+@rabbitmq_only
+def test_celery_still_refuses_a_delay_under_a_second_on_rabbitmq_which_whole_seconds_avoids(
+    project_env,
+):
+    """Fails once Celery's native delayed delivery takes a delay under a second: then
+    outbox.whole_seconds() can go (docs/upstream/celery-subsecond-countdown.md)."""
+    send = "celery.send_task('playground.tasks.relay_outbox', countdown=0.2)"
+
+    refused = manage(project_env, "shell", "-c", f"from storefront.celery import celery\n{send}",
+                     check=False)  # fmt: skip
+
+    assert refused.returncode == 1
+    assert refused.stderr.endswith("ValueError: countdown must be a positive number\n")
