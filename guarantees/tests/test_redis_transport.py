@@ -78,6 +78,18 @@ def test_a_message_taken_by_a_consumer_that_died_before_reading_it_goes_back_to_
     dead.release()
 
 
+def test_a_purge_empties_and_counts_what_a_dead_consumer_left_taking(
+    a_message, broker, redis_server
+):
+    broker.lmove("celery", "celery.taking", "RIGHT", "LEFT")  # as a dead worker leaves it
+    broker.hset("celery.taking.seen", a_message, 1)
+    broker.lpush("celery", sent_message(broker, "playground.tasks.relay_outbox"))  # waiting
+    connection, channel = consumer_channel(redis_server, [])
+    with connection:
+        assert channel.queue_purge("celery") == 2
+    assert broker.keys("celery*") == []
+
+
 def test_a_consumer_draining_a_backlog_takes_and_records_each_message_in_one_command(
     broker, redis_server
 ):

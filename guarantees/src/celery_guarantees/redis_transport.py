@@ -239,6 +239,14 @@ class Channel(redis.Channel):
                 runner = self._scripts[script] = client.register_script(script)
             return runner(keys=keys, args=args)
 
+    def _purge(self, queue: str) -> int:
+        # kombu's empties the queue; what a dead worker left taking would come back to it
+        # after the visibility timeout and run: it goes too, and counts.
+        taking = taking_list(queue)
+        with self.conn_or_acquire() as client:
+            held, _ = client.pipeline().llen(taking).delete(taking, taking + ".seen").execute()
+        return int(super()._purge(queue)) + int(held)  # type: ignore[misc]
+
     def _brpop_start(self, timeout: float | None = None) -> None:
         queues = self._queue_cycle.consume(len(self.active_queues))  # type: ignore[attr-defined]
         # BLMOVE takes one list, named as given (kombu prefixes BRPOP's keys itself).
