@@ -16,6 +16,12 @@ is that process's (128 + N for a signal N, as a shell reports it). A stop asked 
 (Ctrl-C, SIGTERM, SIGHUP) that went through exits with 0: the processes did what was
 asked, and `make run` prints no "Error 130" under the last lines of the log.
 
+A change to a Python file of the project restarts the worker and Beat, as `runserver`
+restarts itself: each is stopped as at a Ctrl-C (the worker's warm shutdown lets its
+running tasks finish) and started again. watchfiles watches the folders of the
+project's code (RELOAD_WATCH names another: the tests' own); the environment, the
+Procfile and the installed packages are read at start only.
+
 The processes get this environment as it is: unlike `honcho start`, no `.env` is read,
 since `.env` is the compose stack's (docs/operations.md, *Production and Docker
 Compose*: the real mail server among others). PROCFILE names another Procfile, as for
@@ -38,6 +44,7 @@ from django.conf import settings
 
 # honcho ships no type hints.
 from honcho import colour, environ, printer, process  # type: ignore[import-untyped]
+from watchfiles import PythonFilter, watch
 
 from harness.localredis import LocalRedis, RedisUnavailable
 from harness.processes import BASE_DIR
@@ -54,6 +61,10 @@ CTRL_C_SIGNALS = (signal.SIGINT, signal.SIGINT, signal.SIGKILL)
 # Stopping the run as Ctrl-C does: a `kill`, or the terminal closing.
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 NAME = "run"
+# The processes that run the project's code without reloading it themselves, and the
+# folders of that code.
+RELOADED = ("worker", "beat")
+WATCHED = [BASE_DIR / "storefront", BASE_DIR / "playground", BASE_DIR / "guarantees"]
 
 
 def local_redis_for(redis_url):
@@ -75,14 +86,14 @@ class Supervisor:
     """The Procfile's processes, each in a session of its own (honcho's Process), so that
     a Ctrl-C reaches them only as passed on here."""
 
-    def __init__(self, procfile: Path, env: dict[str, str]) -> None:
-        commands = environ.parse_procfile(procfile.read_text()).processes
+    def __init__(self, procfile: Path, env: dict[str, str], watched: list[Path]) -> None:
+        self.commands = environ.parse_procfile(procfile.read_text()).processes
+        self.env = env
+        self.watched = watched
         colours = colour.get_colours()
-        self.processes = {
-            name: process.Process(command, name=name, colour=next(colours), env=env, cwd=BASE_DIR)
-            for name, command in commands.items()
-        }
-        self.printer = printer.Printer(sys.stdout, width=max(map(len, [*commands, NAME])))
+        self.colours = {name: next(colours) for name in self.commands}
+        self.processes = {name: self.process(name) for name in self.commands}
+        self.printer = printer.Printer(sys.stdout, width=max(map(len, [*self.commands, NAME])))
         self.events: queue.Queue[printer.Message] = queue.Queue()
         self.pids: dict[str, int] = {}
         self.returncodes: dict[str, int] = {}
@@ -90,12 +101,23 @@ class Supervisor:
         # Counted by the signal handler, acted on by the loop: a handler that printed
         # could interrupt a print of the loop's and fail.
         self.ctrl_c = self.passed_on = 0
+        # Stopped to be started again with the code as it is now.
+        self.restarting: set[str] = set()
+
+    def process(self, name: str) -> process.Process:
+        return process.Process(
+            self.commands[name], name=name, colour=self.colours[name], env=self.env, cwd=BASE_DIR
+        )
+
+    def start(self, name: str) -> None:
+        threading.Thread(target=self.processes[name].run, args=(self.events,), daemon=True).start()
 
     def run(self) -> int:
         for signum in STOP_SIGNALS:
             signal.signal(signum, self.on_stop_signal)
-        for each in self.processes.values():
-            threading.Thread(target=each.run, args=(self.events,), daemon=True).start()
+        for name in self.processes:
+            self.start(name)
+        threading.Thread(target=self.watch, daemon=True).start()
         while len(self.returncodes) < len(self.processes):
             self.pass_on_ctrl_c()
             with suppress(queue.Empty):
@@ -115,15 +137,40 @@ class Supervisor:
             for name in self.pids:
                 self.send(name, signum)
 
+    def watch(self) -> None:
+        """Post each batch of changed Python files to the loop."""
+        for changes in watch(*self.watched, watch_filter=PythonFilter(), raise_interrupt=False):
+            paths = sorted({Path(path) for _, path in changes})
+            self.events.put(printer.Message("changed", paths, datetime.now(), NAME, None))
+
+    def reload(self, paths: list[Path]) -> None:
+        names = [name for name in RELOADED if name in self.pids and name not in self.returncodes]
+        if self.passed_on or not names:  # stopping: nothing starts again
+            return
+        shown = ", ".join(path.name for path in paths[:3])
+        self.say(f"{shown} changed: restarting {' and '.join(names)}")
+        for name in names:
+            if name not in self.restarting:
+                self.restarting.add(name)
+                self.send(name, CTRL_C_SIGNALS[0])
+
     def on(self, message: printer.Message) -> None:
-        if message.type == "line":
+        if message.type == "changed":
+            self.reload(message.data)
+        elif message.type == "line":
             self.printer.write(message)
         elif message.type == "start":
             self.pids[message.name] = message.data["pid"]
             self.say(f"{message.name} started (pid={message.data['pid']})")
             if self.passed_on:  # started after the Ctrl-C: it stops too
                 self.send(message.name, CTRL_C_SIGNALS[self.passed_on - 1])
+        elif message.type == "stop" and message.name in self.restarting and not self.passed_on:
+            self.restarting.discard(message.name)
+            self.say(f"{message.name} stopped (rc={message.data['returncode']}), starting again")
+            self.processes[message.name] = self.process(message.name)
+            self.start(message.name)
         elif message.type == "stop":
+            self.restarting.discard(message.name)
             self.returncodes[message.name] = message.data["returncode"]
             self.say(f"{message.name} stopped (rc={message.data['returncode']})")
             if self.returncode is None:
@@ -150,8 +197,9 @@ def main():
     venv_bin = str(Path(sys.executable).parent)
     env = {**os.environ, "PATH": venv_bin + os.pathsep + os.environ.get("PATH", "")}
     procfile = BASE_DIR / os.environ.get("PROCFILE", "Procfile")
+    watched = [Path(os.environ["RELOAD_WATCH"])] if "RELOAD_WATCH" in os.environ else WATCHED
     try:
-        return Supervisor(procfile, env).run()
+        return Supervisor(procfile, env, watched).run()
     finally:
         if redis:
             redis.stop()

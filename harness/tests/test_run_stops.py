@@ -25,6 +25,7 @@ from conftest import (
     free_port,
     port_open,
     wait_until,
+    wait_until_done,
     worker_answers,
 )
 from storefront.beat import SingleBeatScheduler
@@ -133,3 +134,55 @@ def test_one_ctrl_c_stops_every_process_cleanly_and_the_running_batch_finishes(
     assert deliveries(database) == {"sent": 10}
     assert "Traceback" not in log.read_text()
     assert "WorkerLostError" not in log.read_text()
+
+
+def argv(pid):
+    with suppress(FileNotFoundError):  # exited meanwhile
+        return Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    return []
+
+
+def parent(pid):
+    with suppress(FileNotFoundError):
+        return int(Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[1])
+    return None
+
+
+def main_processes(run, command):
+    """The pids of the `celery ... <command>` processes under `run` but those whose
+    parent is one (a worker's pool processes)."""
+    ours = {pid for pid in descendants(run.pid) if command.encode() in argv(pid)}
+    return {pid for pid in ours if parent(pid) not in ours}
+
+
+def test_a_changed_python_file_restarts_the_worker_and_beat_and_one_ctrl_c_still_stops_all(
+    make_run, project_env, seed_customers, smtp_server, tmp_path, database
+):
+    project_env.update(RELOAD_WATCH=str(tmp_path), NOTIFY_CUSTOMERS_EVERY="3600")
+    seed_customers(3)
+    run, log = make_run()
+    worker, beat = main_processes(run, "worker"), main_processes(run, "beat")
+    assert len(worker) == len(beat) == 1
+
+    (tmp_path / "tasks.py").write_text("# changed\n")
+
+    def restarted():
+        now_worker, now_beat = main_processes(run, "worker"), main_processes(run, "beat")
+        return (
+            len(now_worker) == len(now_beat) == 1
+            and not now_worker & worker
+            and not now_beat & beat
+            and worker_answers(project_env, f"celery@{socket.gethostname()}")
+        )
+
+    wait_until(restarted, 60, what="a new worker and a new Beat")
+    call(project_env, "After the reload")
+    wait_until_done(database)
+    assert deliveries(database) == {"sent": 3}
+    processes = {pid: started_at(pid) for pid in descendants(run.pid)}
+
+    os.killpg(run.pid, signal.SIGINT)  # Ctrl-C
+
+    assert run.wait(timeout=60) == 0
+    wait_until(lambda: all_ended(processes), what="every process ended")
+    assert "Traceback" not in log.read_text()
