@@ -15,7 +15,8 @@ export PIPENV_VERBOSITY := -1
 export XDG_CACHE_HOME := $(CURDIR)/.run/cache
 export XDG_DATA_HOME := $(CURDIR)/.run/data
 
-.PHONY: install packages run test test-fast test-processes test-hosts test-compose lint typecheck format \
+.PHONY: install packages run test test-fast test-processes test-hosts test-compose test-contract lint \
+	typecheck format \
 	compose-lane bench test-debian13 test-debian13-developer test-system-python
 
 # CHECK:PACKAGE pairs, installed by harness/system-packages when the check fails. Every
@@ -91,6 +92,13 @@ test-processes: install
 test-hosts: PACKAGES := $(TEST_PACKAGES)
 test-hosts: install
 	$(VENV)/bin/pytest -n $(TEST_PROCESSES) -m hosts
+
+# The package's contract (guarantees/contract/contract.py): kombu's own Redis transport
+# tests, from the installed kombu's sdist, with kombu's transport and with the package's;
+# a failure only the package's has fails it, unless listed with its reason.
+test-contract: PACKAGES := $(RUN_PACKAGES)
+test-contract: install
+	PYTHONPATH=$(CURDIR) $(VENV)/bin/python guarantees/contract/contract.py
 
 # docker-compose.yml for real: the image built, the stack up under Podman, every door tried
 # through the proxy (storefront/tests/test_stack*.py). Apart from `make test`'s ten

@@ -34,7 +34,7 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from queue import Empty
-from time import monotonic, time
+from time import time
 from typing import Any, NamedTuple
 from urllib.parse import quote
 
@@ -225,7 +225,10 @@ class Channel(redis.Channel):
         # (docs/kombu-redis-client-per-command.md). One client is kept instead,
         # rebuilt whenever kombu replaces its pool (after a fork or a lost connection).
         if client is None:
-            if self._client is None or self._client.connection_pool is not self.pool:
+            # (A client class without a pool of its own, as kombu allows, gets a new one
+            # each time, as with kombu.)
+            kept = getattr(self._client, "connection_pool", None)
+            if kept is None or kept is not self.pool:
                 self._client = self._create_client()  # type: ignore[attr-defined]
                 self._scripts = {}
             client = self._client
@@ -244,7 +247,8 @@ class Channel(redis.Channel):
         # after the visibility timeout and run: it goes too, and counts.
         taking = taking_list(queue)
         with self.conn_or_acquire() as client:
-            held, _ = client.pipeline().llen(taking).delete(taking, taking + ".seen").execute()
+            pipe = client.pipeline().llen(taking).delete(taking).delete(taking + ".seen")
+            held, *_ = pipe.execute()
         return int(super()._purge(queue)) + int(held)  # type: ignore[misc]
 
     def _brpop_start(self, timeout: float | None = None) -> None:
@@ -257,7 +261,9 @@ class Channel(redis.Channel):
         [queue] = queues
         self._taking_from = queue
         self._in_poll = self.client.connection
-        self._brpop_sent_at = monotonic()
+        # kombu's clock, which its health check of the take reads (kombu's own tests
+        # set it).
+        self._brpop_sent_at = redis.monotonic()  # type: ignore[attr-defined]
         if self.backlog:
             self._take_command = "EVAL"
             keys = [queue, self.qos.unacked_index_key, self.qos.unacked_key, taking_list(queue)]
@@ -278,7 +284,7 @@ class Channel(redis.Channel):
             try:
                 command = "BRPOP" if queue is None else self._take_command
                 reply = self.client.parse_response(self.client.connection, command, **options)
-            except self.connection.connection_errors:
+            except self.connection_errors:  # type: ignore[attr-defined]
                 # Dropped, so that the next poll reconnects.
                 self.client.connection.disconnect()
                 raise
