@@ -39,7 +39,9 @@ def sdist(project: str) -> Path:
             check=True,
         )  # fmt: skip
         with tarfile.open(WORK / f"{release}.tar.gz") as archive:
-            archive.extractall(WORK, filter="data")
+            # Only what a source archive holds (Python 3.11.4 and later check it).
+            safe = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+            archive.extractall(WORK, **safe)
     return folder
 
 
