@@ -14,6 +14,7 @@ import sys
 from contextlib import suppress
 from pathlib import Path
 
+import psutil
 import pytest
 import redis
 import requests
@@ -136,23 +137,16 @@ def test_one_ctrl_c_stops_every_process_cleanly_and_the_running_batch_finishes(
     assert "WorkerLostError" not in log.read_text()
 
 
-def argv(pid):
-    with suppress(FileNotFoundError):  # exited meanwhile
-        return Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    return []
-
-
-def parent(pid):
-    with suppress(FileNotFoundError):
-        return int(Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[1])
-    return None
-
-
 def main_processes(run, command):
     """The pids of the `celery ... <command>` processes under `run` but those whose
     parent is one (a worker's pool processes)."""
-    ours = {pid for pid in descendants(run.pid) if command.encode() in argv(pid)}
-    return {pid for pid in ours if parent(pid) not in ours}
+    parents = {}
+    for pid in descendants(run.pid):
+        with suppress(psutil.NoSuchProcess):  # exited meanwhile
+            process = psutil.Process(pid)
+            if command in process.cmdline():
+                parents[pid] = process.ppid()
+    return {pid for pid, parent in parents.items() if parent not in parents}
 
 
 def test_a_changed_python_file_restarts_the_worker_and_beat_and_one_ctrl_c_still_stops_all(
