@@ -56,6 +56,11 @@ def taking_list(queue: str) -> str:
     return queue + ".taking"
 
 
+def first_seen(queue: str) -> str:
+    """The hash of when the periodic restore first saw each entry of `queue`'s taking list."""
+    return taking_list(queue) + ".seen"
+
+
 # Put back on the queue (KEYS[3]) what has stayed on its taking list (KEYS[1]) longer than
 # ARGV[1] seconds: its worker died before recording it. When each entry was first seen is
 # kept in a hash (KEYS[2]), by Redis's clock; entries that left are forgotten.
@@ -157,10 +162,10 @@ class TakingQoS(redis.QoS):
     channel: "Channel"
 
     def append(self, message: Any, delivery_tag: str) -> None:
-        # kombu 5.7's own, but for the message leaving the
-        # taking list in the same command that records it as unacknowledged: one script
-        # where kombu's transaction is four commands and five replies to read; with the
-        # acknowledgement's, nearly a fifth of the worker's CPU for a short task
+        # kombu 5.7's own, but for the message leaving the taking list in the same
+        # command that records it as unacknowledged: one script where kombu's transaction
+        # is four commands and five replies to read; with the acknowledgement's, nearly a
+        # fifth of the worker's CPU for a short task
         # (docs/kombu-redis-unacked-bookkeeping-in-transactions.md).
         taken = self.channel.taken
         if taken is None:
@@ -183,8 +188,7 @@ class TakingQoS(redis.QoS):
     def restore_visible(self, *args: Any, **kwargs: Any) -> None:
         super().restore_visible(*args, **kwargs)
         for queue in self.channel.active_queues:
-            taking = taking_list(queue)
-            keys = [taking, taking + ".seen", queue]
+            keys = [taking_list(queue), first_seen(queue), queue]
             if count := self.channel.run(RESTORE_ABANDONED, keys, [self.visibility_timeout]):
                 logger.warning("Restored %d message(s) a dead worker had taken from %r",
                                count, queue)  # fmt: skip
@@ -247,7 +251,7 @@ class Channel(redis.Channel):
         # after the visibility timeout and run: it goes too, and counts.
         taking = taking_list(queue)
         with self.conn_or_acquire() as client:
-            pipe = client.pipeline().llen(taking).delete(taking).delete(taking + ".seen")
+            pipe = client.pipeline().llen(taking).delete(taking).delete(first_seen(queue))
             held, *_ = pipe.execute()
         return int(super()._purge(queue)) + int(held)  # type: ignore[misc]
 
