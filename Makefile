@@ -17,7 +17,7 @@ export XDG_DATA_HOME := $(CURDIR)/.run/data
 
 .PHONY: install packages run test test-fast test-processes test-hosts test-compose test-contract lint \
 	typecheck format \
-	compose-lane bench test-debian13 test-debian13-developer test-system-python
+	compose-lane bench upgrade-celery test-debian13 test-debian13-developer test-system-python
 
 # CHECK:PACKAGE pairs, installed by harness/system-packages when the check fails. Every
 # target's own list is checked before anything else runs, so a machine without root
@@ -115,6 +115,11 @@ compose-lane: install .tools/bin/podman-compose
 # run writes docs/measured.md.
 bench: install
 	$(VENV)/bin/python -m bench
+
+# celery and kombu to another minor version (TO=5.8; the newest on PyPI unless told),
+# re-locked alone, then the package's contract lane says what broke (harness/upgrade_celery.py).
+upgrade-celery: install
+	$(VENV)/bin/python -m harness.upgrade_celery $(TO)
 
 # The systems users have, each from a clean clone of HEAD (README, *Systems*).
 # Debian 13 (trixie) built from Debian's archive (harness/debian13): as a developer without

@@ -42,25 +42,34 @@ WORKER_VARIANTS = [
 
 VERSIONS_SHOWN = ["celery", "kombu", "redis", "django", "aiosmtpd"]
 
-SECTIONS = {
-    SQLITE_REDIS: ["page", "delay", "throughput", "latency", "job", "hosts", "failover"],
-    POSTGRES_RABBITMQ: ["job"],
-}
+# The transports of REDIS_TRANSPORT: the package's (the default) and stock kombu's.
+PACKAGE, STOCK = "guarantees", "kombu"
+TRANSPORT_NAMES = {PACKAGE: "package", STOCK: "stock kombu"}
+# Sections run with both, each row named with its transport: the package's README
+# compares the two from these rows.
+COMPARED = ["delay", "throughput", "latency"]
+
+# (stack, transport, sections); the queue path again with stock kombu's Redis transport.
+RUNS = [
+    (SQLITE_REDIS, PACKAGE, ["page", *COMPARED, "job", "hosts", "failover"]),
+    (SQLITE_REDIS, STOCK, COMPARED),
+    (POSTGRES_RABBITMQ, PACKAGE, ["job"]),
+]
 
 
 def main():
     if sys.argv[1:2] == ["--stack"]:
-        print(json.dumps(measure(sys.argv[2], sys.argv[3:])))
+        print(json.dumps(measure(sys.argv[2], sys.argv[3], sys.argv[4:])))
         return
     chosen = sys.argv[1:]  # e.g. `python -m bench page job`; all of them by default
     started = time.monotonic()
     if (not chosen or "page" in chosen) and not shutil.which("wrk"):
         sys.exit("The page benchmark needs wrk (the Debian package wrk): `make bench` installs it.")
     rows = []
-    for stack, sections in SECTIONS.items():
+    for stack, transport, sections in RUNS:
         here = [name for name in sections if name in chosen or not chosen]
         if here:
-            argv = [sys.executable, "-m", "bench", "--stack", stack, *here]
+            argv = [sys.executable, "-m", "bench", "--stack", stack, transport, *here]
             rows += json.loads(subprocess.run(argv, check=True, stdout=subprocess.PIPE).stdout)
     print(table(rows))
     if not chosen:  # the whole bench: its figures are the measured page's
@@ -68,8 +77,9 @@ def main():
         print(f"Wrote {PAGE.relative_to(BASE_DIR)}")
 
 
-def measure(stack, chosen):
+def measure(stack, transport, chosen):
     stage = Stage(stack)
+    stage.env["REDIS_TRANSPORT"] = transport
     os.environ.update(stage.env)  # this process enqueues and reads the same broker and database
     django.setup()
     # Read into the settings now. Left in the environment, Celery would take it over the
@@ -80,16 +90,31 @@ def measure(stack, chosen):
     sections = {
         "page": page.page,
         "delay": queue.delay_cost,
-        "throughput": lambda stage: queue.throughput(stage, WORKER_VARIANTS),
+        # The worker's options are compared on the package's transport only.
+        "throughput": lambda stage: queue.throughput(
+            stage, WORKER_VARIANTS if transport == PACKAGE else WORKER_VARIANTS[:2]
+        ),
         "latency": queue.latency,
         "job": job.notification,
         "hosts": hosts.worker_hosts,
         "failover": failover.failovers,
     }
     try:
-        return [row for name in chosen for row in sections[name](stage)]
+        rows = []
+        for name in chosen:
+            for each in sections[name](stage):
+                rows.append(named(each, transport) if name in COMPARED else each)
+        return rows
     finally:
         stage.close()
+
+
+def named(row, transport):
+    """`row` with the transport it was measured on in its name, or before its note."""
+    name = TRANSPORT_NAMES[transport]
+    if "detail" in row:
+        return {"detail": f"{name}: {row['detail']}"}
+    return {**row, "measure": f"{row['measure']} ({name})"}
 
 
 def machine():

@@ -48,8 +48,11 @@ def worker_answers(env, hostname):
     """Whether a worker with this hostname answers a ping through the processes' broker."""
     # Not the current app: this process keeps sending through storefront's.
     app = Celery(broker=env["CELERY_BROKER_URL"], set_as_current=False)
+    options = app.conf.broker_transport_options = {}
     if master := env.get("REDIS_SENTINEL_MASTER"):  # a broker reached through Sentinel
-        app.conf.broker_transport_options = {"master_name": master}
+        options["master_name"] = master
+    if prefix := env.get("CELERY_BROKER_KEY_PREFIX"):  # the worker's control keys too
+        options["global_keyprefix"] = prefix
     try:
         return bool(app.control.ping([hostname], timeout=0.5))
     except (OSError, redis.RedisError, OperationalError):  # a broker just restarted: not yet

@@ -29,10 +29,12 @@ def a_message(broker):
     return raw
 
 
-def consumer_channel(redis_server, received, no_ack=False):
-    """A kombu connection and its channel, consuming `celery` into `received`."""
+def consumer_channel(redis_server, received, no_ack=False, prefix=""):
+    """A kombu connection and its channel, consuming `celery` into `received`; with
+    `prefix` as kombu's global_keyprefix, if any."""
     url = redis_server.url(DB)
-    connection = Connection(url, transport=Transport, transport_options=OPTIONS)
+    options = {**OPTIONS, "global_keyprefix": prefix} if prefix else OPTIONS
+    connection = Connection(url, transport=Transport, transport_options=options)
     channel = connection.default_channel
     channel.basic_consume("celery", no_ack, received.append, "tests")
     return connection, channel
@@ -53,19 +55,23 @@ def test_a_message_leaves_the_taking_list_as_its_consumer_takes_it(
         assert broker.hkeys("unacked") == unacked
 
 
+@pytest.mark.parametrize("prefix", ["", "shop:"], ids=["no prefix", "global_keyprefix"])
 def test_a_message_taken_by_a_consumer_that_died_before_reading_it_goes_back_to_its_queue(
-    a_message, broker, redis_server
+    prefix, broker, redis_server
 ):
-    dead, channel = consumer_channel(redis_server, [])
+    a_message = sent_message(broker, "playground.tasks.relay_outbox")
+    broker.lpush(f"{prefix}celery", a_message)
+    dead, channel = consumer_channel(redis_server, [], prefix=prefix)
     # Its poller's first steps: a connection of its own, the wait for a message sent.
     channel.client.connection = channel.client.connection_pool.get_connection()
     channel._brpop_start()  # Redis moves the message at once; it is never read
-    wait_until(lambda: broker.lrange("celery.taking", 0, -1) == [a_message], what="it taken")
+    taking = f"{prefix}celery.taking"
+    wait_until(lambda: broker.lrange(taking, 0, -1) == [a_message], what="it taken")
     channel.client.connection.disconnect()  # died: nothing recorded, nothing given back
-    assert broker.llen("celery") == broker.hlen("unacked") == 0
+    assert broker.llen(f"{prefix}celery") == broker.hlen(f"{prefix}unacked") == 0
 
     received = []
-    survivor, _channel = consumer_channel(redis_server, received)
+    survivor, _channel = consumer_channel(redis_server, received, prefix=prefix)
     with survivor:
         # kombu's periodic restore, as the survivor's poller finds nothing: it sees the
         # message first, then puts it back once it has stayed past the visibility
@@ -73,8 +79,9 @@ def test_a_message_taken_by_a_consumer_that_died_before_reading_it_goes_back_to_
         wait_until(lambda: drained(survivor) or received, timeout=10, what="it taken again")
         [message] = received
         assert message.delivery_tag == tag_of(json.loads(a_message))
-        assert broker.hkeys("unacked") == [message.delivery_tag.encode()]
-    assert broker.llen("celery.taking") == broker.hlen("celery.taking.seen") == 0
+        assert broker.hkeys(f"{prefix}unacked") == [message.delivery_tag.encode()]
+    assert broker.llen(taking) == broker.hlen(f"{taking}.seen") == 0
+    assert all(key.startswith(prefix.encode()) for key in broker.scan_iter())
     dead.release()
 
 
@@ -90,22 +97,23 @@ def test_a_purge_empties_and_counts_what_a_dead_consumer_left_taking(
     assert broker.keys("celery*") == []
 
 
+@pytest.mark.parametrize("prefix", ["", "shop:"], ids=["no prefix", "global_keyprefix"])
 def test_a_consumer_draining_a_backlog_takes_and_records_each_message_in_one_command(
-    broker, redis_server
+    prefix, broker, redis_server
 ):
     raws = [sent_message(broker, "playground.tasks.relay_outbox") for _ in range(3)]
-    broker.lpush("celery", *raws)  # the first pushed is the first taken
+    broker.lpush(f"{prefix}celery", *raws)  # the first pushed is the first taken
     broker.config_resetstat()
     received = []
-    connection, _channel = consumer_channel(redis_server, received)
+    connection, _channel = consumer_channel(redis_server, received, prefix=prefix)
     with connection:
         for _ in raws:
             connection.drain_events(timeout=5)
         calls = {name: stats["calls"] for name, stats in broker.info("commandstats").items()}
-        unacked = {
-            tag.decode(): json.loads(record) for tag, record in broker.hgetall("unacked").items()
-        }
-        assert broker.llen("celery") == broker.llen("celery.taking") == 0
+        records = broker.hgetall(f"{prefix}unacked")
+        unacked = {tag.decode(): json.loads(record) for tag, record in records.items()}
+        assert broker.llen(f"{prefix}celery") == broker.llen(f"{prefix}celery.taking") == 0
+        assert all(key.startswith(prefix.encode()) for key in broker.scan_iter())
 
     payloads = [json.loads(raw) for raw in raws]
     assert [message.delivery_tag for message in received] == [tag_of(each) for each in payloads]

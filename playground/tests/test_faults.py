@@ -192,16 +192,22 @@ def keys_holding(client, raw):
     return holding
 
 
-@pytest.mark.parametrize("transport", ["guarantees", "kombu"])
+@pytest.mark.parametrize(
+    ("transport", "prefix"),
+    [("guarantees", ""), ("kombu", ""), ("guarantees", "shop:")],
+    ids=["guarantees", "kombu", "guarantees-global_keyprefix"],
+)
 def test_a_message_taken_by_a_worker_killed_unread_is_lost_by_kombu_and_kept_by_the_package(
-    transport, thirty_customers, project_env, start_worker, broker, database
+    transport, prefix, thirty_customers, project_env, start_worker, broker, database
 ):
     # The worker is frozen while it waits on Redis: Redis hands it the message, which it
     # cannot read; killed then, it has not recorded it as taken. kombu's pop loses it so
     # (1 in 12 random kills); the package's move keeps it on celery.taking, whence it
-    # goes back to the queue after the visibility timeout.
+    # goes back to the queue after the visibility timeout. With a prefix of every key
+    # (CELERY_BROKER_KEY_PREFIX), the same.
     project_env.update(
         REDIS_TRANSPORT=transport,
+        CELERY_BROKER_KEY_PREFIX=prefix,
         CELERY_TASK_SOFT_TIME_LIMIT="2",
         CELERY_TASK_TIME_LIMIT="3",
         CELERY_VISIBILITY_TIMEOUT="4",
@@ -211,13 +217,15 @@ def test_a_message_taken_by_a_worker_killed_unread_is_lost_by_kombu_and_kept_by_
     message = sent_message(broker, "playground.tasks.notify_customers", ["Taken, never read"])
     first = start_worker("first", "--concurrency=1")
 
+    queue = f"{prefix}celery"
+
     def handed_to_the_frozen_worker():
         os.kill(first.popen.pid, signal.SIGSTOP)
-        broker.lpush("celery", message)  # Redis serves a waiting worker before answering
-        if broker.llen("celery") == 0:
+        broker.lpush(queue, message)  # Redis serves a waiting worker before answering
+        if broker.llen(queue) == 0:
             return True
         # The worker was between two waits: take the message back, let it wait again.
-        broker.lrem("celery", 1, message)
+        broker.lrem(queue, 1, message)
         os.kill(first.popen.pid, signal.SIGCONT)
         return False
 
@@ -230,7 +238,7 @@ def test_a_message_taken_by_a_worker_killed_unread_is_lost_by_kombu_and_kept_by_
         # Gone: not on the queue, not recorded as unacknowledged, nowhere in Redis.
         assert keys_holding(broker, message) == []
         return
-    assert keys_holding(broker, message) == ["celery.taking"]
+    assert keys_holding(broker, message) == [f"{queue}.taking"]
     start_worker("second", "--concurrency=1")
     wait_until_done(database, timeout=90)
     assert len(recipients(thirty_customers)) == len(set(recipients(thirty_customers))) == 30

@@ -289,6 +289,10 @@ CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, object] = {
     "socket_connect_timeout": 0.5,
     "max_retries": 0,
 }
+# Every key of the broker's in Redis begins with this (kombu's global_keyprefix), for
+# a Redis database shared with other projects; the package's guarantees hold with it.
+if BROKER_KEY_PREFIX := env("CELERY_BROKER_KEY_PREFIX", ""):
+    CELERY_BROKER_TRANSPORT_OPTIONS["global_keyprefix"] = BROKER_KEY_PREFIX
 CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS: dict[str, object] = {
     "visibility_timeout": VISIBILITY_TIMEOUT
 }

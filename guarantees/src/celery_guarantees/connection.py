@@ -5,7 +5,8 @@ Given several broker URLs (`redis://a;redis://b`, or the Sentinels of `sentinel:
 kombu moves to the next one on a connection error (`Connection.switch`) and takes the
 transport from that URL's scheme, dropping the one Celery's broker_transport named: a
 worker would go on with stock kombu after its first failover
-(docs/kombu-switch-drops-the-named-transport.md). And a rediss:// URL without TLS
+(docs/kombu-switch-drops-the-named-transport.md; upstream, the patch
+patches/kombu-5.7.0-switch-keeps-the-named-transport.patch). And a rediss:// URL without TLS
 options gets kombu's TLS defaults only when the URL names the transport: named by path,
 it would connect without TLS. Celery builds its connections from its AMQP class:
 `Celery(..., amqp="celery_guarantees.connection:AMQP")`."""

@@ -13,8 +13,9 @@ it from there in the same atomic step (one script). What a dead worker leaves on
 `unacked_restore_interval`) once it has been there longer than the visibility timeout,
 as kombu does for `unacked`. While messages wait (the record says how many), the next
 is taken and recorded in one script instead, in Redis and at once too: one round trip
-where BLMOVE and the record are two. A worker of several queues (or priorities, or with
-a `global_keyprefix`) keeps kombu's BRPOP: BLMOVE takes one list.
+where BLMOVE and the record are two. With a `global_keyprefix`, every key is prefixed,
+the taking list's too. A worker of several queues (or priorities) keeps kombu's BRPOP:
+BLMOVE takes one list.
 
 kombu's Redis channel decodes each message in the worker's event loop. Bytes that are
 not a message (not JSON, a JSON value of another shape, an envelope without its
@@ -42,6 +43,7 @@ from kombu.transport import redis, virtual
 from kombu.utils.encoding import bytes_to_str
 from kombu.utils.json import dumps, loads
 from kombu.utils.url import as_url
+from redis import Redis
 
 logger = logging.getLogger(__name__)
 
@@ -221,12 +223,16 @@ class Channel(redis.Channel):
 
     # This channel's scripts, by their text, on the kept client.
     _scripts: dict[str, Any]
+    # The client the scripts run on: the kept one, but for a global_keyprefix, which
+    # kombu's client adds to a script's first key only (run() prefixes them all).
+    _scripts_client: Any = None
 
     @contextmanager
     def conn_or_acquire(self, client: Any = None) -> Iterator[Any]:
         # kombu builds a new redis-py client for each call here (each publish, ack and
         # event), which costs more than the command it sends
-        # (docs/kombu-redis-client-per-command.md). One client is kept instead,
+        # (docs/kombu-redis-client-per-command.md; upstream, the patch
+        # patches/kombu-5.7.0-redis-client-per-channel.patch). One client is kept instead,
         # rebuilt whenever kombu replaces its pool (after a fork or a lost connection).
         if client is None:
             # (A client class without a pool of its own, as kombu allows, gets a new one
@@ -235,16 +241,24 @@ class Channel(redis.Channel):
             if kept is None or kept is not self.pool:
                 self._client = self._create_client()  # type: ignore[attr-defined]
                 self._scripts = {}
+                self._scripts_client = self._client
+                if self.global_keyprefix:
+                    self._scripts_client = Redis(connection_pool=self.pool)
             client = self._client
         yield client
 
     def run(self, script: str, keys: list[str], args: list[Any]) -> Any:
         """Run a Lua script in Redis, by its digest (redis-py loads it again should
-        Redis have lost it: a restart, a failover)."""
+        Redis have lost it: a restart, a failover), on `keys` as kombu names them."""
         with self.conn_or_acquire() as client:
             if (runner := self._scripts.get(script)) is None:
                 runner = self._scripts[script] = client.register_script(script)
-            return runner(keys=keys, args=args)
+            return runner(keys=self.prefixed(*keys), args=args, client=self._scripts_client)
+
+    def prefixed(self, *keys: str) -> list[str]:
+        """`keys` as they are in Redis: with the global_keyprefix, which kombu's client
+        adds to the keys of the commands it knows, not to those sent past it."""
+        return [self.global_keyprefix + key for key in keys]
 
     def _purge(self, queue: str) -> int:
         # kombu's empties the queue; what a dead worker left taking would come back to it
@@ -258,7 +272,7 @@ class Channel(redis.Channel):
     def _brpop_start(self, timeout: float | None = None) -> None:
         queues = self._queue_cycle.consume(len(self.active_queues))  # type: ignore[attr-defined]
         # BLMOVE takes one list, named as given (kombu prefixes BRPOP's keys itself).
-        if len(queues) != 1 or len(self.priority_steps) != 1 or self.global_keyprefix:
+        if len(queues) != 1 or len(self.priority_steps) != 1:
             self._taking_from = None
             super()._brpop_start(timeout)  # type: ignore[misc]
             return
@@ -270,13 +284,15 @@ class Channel(redis.Channel):
         self._brpop_sent_at = redis.monotonic()  # type: ignore[attr-defined]
         if self.backlog:
             self._take_command = "EVAL"
-            keys = [queue, self.qos.unacked_index_key, self.qos.unacked_key, taking_list(queue)]
+            keys = self.prefixed(
+                queue, self.qos.unacked_index_key, self.qos.unacked_key, taking_list(queue)
+            )
             self.client.connection.send_command("EVAL", TAKE_AND_RECORD, len(keys), *keys, time())
             return
         self._take_command = "BLMOVE"
         wait = self.brpop_timeout if timeout is None else timeout
         self.client.connection.send_command(
-            "BLMOVE", queue, taking_list(queue), "RIGHT", "LEFT", wait or 0
+            "BLMOVE", *self.prefixed(queue, taking_list(queue)), "RIGHT", "LEFT", wait or 0
         )
 
     def _brpop_read(self, **options: Any) -> bool:
@@ -329,7 +345,8 @@ class Channel(redis.Channel):
         """Add to `pipe` what takes `taken` off the taking list, or out of the
         unacknowledged record where the take recorded it."""
         if taken.tag is None:
-            return pipe.lrem(taking_list(taken.queue), 1, taken.raw)
+            [taking] = self.prefixed(taking_list(taken.queue))  # (kombu's pipeline: LREM raw)
+            return pipe.lrem(taking, 1, taken.raw)
         # kombu's own, which its ack and reject use (its stubs leave the private parts out)
         return self.qos._remove_from_indices(taken.tag, pipe)  # type: ignore[attr-defined]
 

@@ -1,0 +1,73 @@
+"""The upstream patches (guarantees/patches/), checked against the sdist of the installed
+kombu or Celery, each on a copy of its own: its tests alone must fail (they test the
+change, not what was there), and with its change they must pass, with every other test
+of the files it touches. Part of the contract lane (`make test-contract`).
+
+A patch is named `<project>-<version>-<what>.patch` (git format-patch, against that
+release's tree); made for another version than the one installed, it is reported, to be
+made again, and fails the lane."""
+
+import re
+import shutil
+import subprocess
+import sys
+from importlib.metadata import version
+from pathlib import Path
+
+from contract import WORK, pytest_argv, sdist
+
+PATCHES = Path(__file__).resolve().parent.parent / "patches"
+NAME = re.compile(r"^(?P<project>[a-z]+)-(?P<version>\d+\.\d+\.\d+)-")
+
+
+def touched(patch: Path) -> list[str]:
+    """The files the patch changes."""
+    listing = subprocess.run(
+        ["git", "apply", "--numstat", str(patch)], check=True, capture_output=True, text=True
+    ).stdout
+    return [line.split("\t")[2] for line in listing.splitlines()]
+
+
+def apply(patch: Path, tree: Path, *only: str) -> None:
+    argv = ["git", "apply", *(f"--include={path}" for path in only), str(patch.resolve())]
+    subprocess.run(argv, cwd=tree, check=True)
+
+
+def tests_pass(tree: Path, tests: list[str]) -> bool:
+    return subprocess.run(pytest_argv(tests), cwd=tree, capture_output=True).returncode == 0
+
+
+def check(patch: Path) -> str | None:
+    """What is wrong with `patch`, or None."""
+    name = NAME.match(patch.name)
+    if name is None:
+        return "not named <project>-<version>-<what>.patch"
+    project, made_for = name["project"], name["version"]
+    if version(project) != made_for:
+        return f"made for {project} {made_for}, {version(project)} is installed: make it again"
+    tests = [path for path in touched(patch) if path.startswith("t/")]
+    if not tests:
+        return "it has no test"
+    tree = WORK / "patched" / patch.stem
+    shutil.rmtree(tree, ignore_errors=True)
+    shutil.copytree(sdist(project), tree)
+    apply(patch, tree, *tests)
+    if tests_pass(tree, tests):
+        return "its tests pass without its change: they do not test it"
+    shutil.rmtree(tree)
+    shutil.copytree(sdist(project), tree)
+    apply(patch, tree)
+    if not tests_pass(tree, tests):
+        return f"with its change, tests of {', '.join(tests)} fail"
+    return None
+
+
+def main() -> int:
+    problems = {patch.name: check(patch) for patch in sorted(PATCHES.glob("*.patch"))}
+    for name, problem in problems.items():
+        print(f"{name}: {problem or 'applies, its tests fail without it and pass with it'}")
+    return 1 if any(problems.values()) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
