@@ -94,11 +94,14 @@ test-hosts: install
 	$(VENV)/bin/pytest -n $(TEST_PROCESSES) -m hosts
 
 # The package's contract (guarantees/contract/contract.py): kombu's own Redis transport
-# tests, from the installed kombu's sdist, with kombu's transport and with the package's;
-# a failure only the package's has fails it, unless listed with its reason.
+# tests and Celery's own integration tests (canvas, tasks, inspect), from the installed
+# releases' sdists, with kombu's transport and with the package's; a failure only the
+# package's has fails it, unless listed with its reason. Then the upstream patches
+# (guarantees/patches/), each checked against its release's sdist (contract/patches.py).
 test-contract: PACKAGES := $(RUN_PACKAGES)
 test-contract: install
 	PYTHONPATH=$(CURDIR) $(VENV)/bin/python guarantees/contract/contract.py
+	PYTHONPATH=$(CURDIR) $(VENV)/bin/python guarantees/contract/patches.py
 
 # docker-compose.yml for real: the image built, the stack up under Podman, every door tried
 # through the proxy (storefront/tests/test_stack*.py). Apart from `make test`'s ten

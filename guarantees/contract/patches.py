@@ -7,6 +7,7 @@ A patch is named `<project>-<version>-<what>.patch` (git format-patch, against t
 release's tree); made for another version than the one installed, it is reported, to be
 made again, and fails the lane."""
 
+import os
 import re
 import shutil
 import subprocess
@@ -30,7 +31,10 @@ def touched(patch: Path) -> list[str]:
 
 def apply(patch: Path, tree: Path, *only: str) -> None:
     argv = ["git", "apply", *(f"--include={path}" for path in only), str(patch.resolve())]
-    subprocess.run(argv, cwd=tree, check=True)
+    # The tree is inside this project's repository, where git would apply the patch to
+    # the repository's paths (skipping all of it, from a folder): not above the tree.
+    env = {**os.environ, "GIT_CEILING_DIRECTORIES": str(tree.parent)}
+    subprocess.run(argv, cwd=tree, env=env, check=True)
 
 
 def tests_pass(tree: Path, tests: list[str]) -> bool:

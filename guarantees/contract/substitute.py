@@ -1,6 +1,7 @@
-"""A pytest plugin for kombu's own tests (contract.py loads it into each run):
+"""A pytest plugin for kombu's and Celery's own tests (contract.py loads it into each run):
 CONTRACT_TRANSPORT=package makes kombu's Redis transport classes the package's, so that
-every test of kombu's that builds a Redis channel, transport or QoS builds the package's;
+every test of kombu's that builds a Redis channel, transport or QoS builds the package's,
+and so does Celery's worker (a thread of the same process, its pool forked from it);
 CONTRACT_PRIORITY_STEPS=0 gives every Redis channel one list per queue, as the project
 runs it (the package then takes with BLMOVE; kombu's pops from that one list)."""
 
