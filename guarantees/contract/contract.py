@@ -17,6 +17,7 @@ from collections import Counter
 from concurrent.futures import Future, ThreadPoolExecutor
 from importlib.metadata import version
 from pathlib import Path
+from typing import Any
 from xml.etree import ElementTree
 
 from harness.localredis import LocalRedis
@@ -41,13 +42,15 @@ WAITING_ON_PURPOSE = [
         "test_error_propagates_from_chord",
     ]
 ]
+# Each with the minutes it may take, about twice its time here: past them it is stopped
+# and reported as hung (a test's own time limit does not stop a read blocked in a socket).
 RUNS = [
-    ("celery", [*CELERY, *WAITING_ON_PURPOSE, "t/integration/test_canvas.py"], "0"),
-    ("celery", [*CELERY, "t/integration/test_tasks.py", "t/integration/test_inspect.py"], "0"),
-    ("kombu", ["t/unit/transport/test_redis.py"], ""),
-    ("kombu", ["t/unit/transport/test_redis.py"], "0"),
-    ("kombu", ["t/integration/test_redis.py"], "0"),
-    ("kombu", ["t/integration/test_redis_brpop_qos.py"], "0"),
+    ("celery", [*CELERY, *WAITING_ON_PURPOSE, "t/integration/test_canvas.py"], "0", 20),
+    ("celery", [*CELERY, "t/integration/test_tasks.py", "t/integration/test_inspect.py"], "0", 10),
+    ("kombu", ["t/unit/transport/test_redis.py"], "", 3),
+    ("kombu", ["t/unit/transport/test_redis.py"], "0", 3),
+    ("kombu", ["t/integration/test_redis.py"], "0", 5),
+    ("kombu", ["t/integration/test_redis_brpop_qos.py"], "0", 3),
 ]
 # How many runs at once, each on a Redis of its own: Celery's mostly wait on timeouts.
 AT_ONCE = 4
@@ -91,9 +94,7 @@ def sdist(project: str) -> Path:
 def pytest_argv(arguments: list[str]) -> list[str]:
     """pytest with `arguments`, run in an sdist's folder: by the configuration it finds
     there, the sdist's own, less its added options, and without this project's plugins.
-    A test still running after TIMEOUT seconds fails (pytest-timeout). Not every hang:
-    on kombu 5.6, the package's channel blocked in a socket read as kombu closed it, and
-    the lane stalled there (an open issue: a time limit per run is wanted)."""
+    A test still running after TIMEOUT seconds fails (pytest-timeout)."""
     return [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:xdist",
             "-p", "no:django", "--rootdir", ".", "-o", "addopts=", "-o", f"timeout={TIMEOUT}",
             *arguments]  # fmt: skip
@@ -105,15 +106,17 @@ def run(number: int, transport: str) -> Outcome:
     many tests ran and how many times each of TAKES was called, by project. In a process
     of its own (kombu's unit tests replace its poller for good), on a Redis of its own
     (kombu's integration tests read what earlier runs left)."""
-    project, suite, steps = RUNS[number]
+    project, suite, steps, minutes = RUNS[number]
     folder = sdist(project)
     report = WORK / f"{transport}-{number}.xml"
     redis = LocalRedis(free_port(), WORK / f"redis-{transport}-{number}").start()
+    report.unlink(missing_ok=True)
     try:
-        subprocess.run(
+        finished = ended_within(
+            minutes,
             pytest_argv(["-o", "junit_family=xunit1", "--junit-xml", str(report),
                          "-p", "substitute", *suite]),
-            cwd=folder, check=False, stdout=subprocess.DEVNULL,
+            cwd=folder,
             env={"PATH": str(Path(sys.executable).parent),
                  "PYTHONPATH": os.pathsep.join([str(HERE), str(folder / "site")]),
                  "CONTRACT_TRANSPORT": transport, "CONTRACT_PRIORITY_STEPS": steps,
@@ -126,11 +129,25 @@ def run(number: int, transport: str) -> Outcome:
         stats = redis.client().info("commandstats")
     finally:
         redis.stop()
-    ran, failing = outcomes(report)
+    if finished:
+        ran, failing = outcomes(report)
+    else:
+        ran, failing = 0, {f"{' '.join(suite)}: hung, stopped after {minutes} min"}
     counts = Counter({(project, "tests"): ran})
     for command in TAKES:
         counts[project, command] = stats.get(f"cmdstat_{command.lower()}", {}).get("calls", 0)
     return {f"{project} {test} (priority steps: {steps or 'kombu'})" for test in failing}, counts
+
+
+def ended_within(minutes: int, argv: list[str], **options: Any) -> bool:
+    """Whether the process of `argv` ended within `minutes` (else it is killed)."""
+    try:
+        subprocess.run(
+            argv, check=False, stdout=subprocess.DEVNULL, timeout=minutes * 60, **options
+        )
+    except subprocess.TimeoutExpired:
+        return False
+    return True
 
 
 def failures(transport: str, pool: ThreadPoolExecutor) -> list[Future[Outcome]]:
@@ -173,13 +190,13 @@ def known() -> dict[str, str]:
 
 
 def main() -> int:
-    for project in {project for project, _, _ in RUNS}:
+    for project in {project for project, *_ in RUNS}:
         sdist(project)  # fetched once, before the runs share it
     with ThreadPoolExecutor(AT_ONCE) as pool:
         started = [failures(transport, pool) for transport in ("kombu", "package")]
         (stock, stock_counts), (ours, our_counts) = (merged(each) for each in started)
     only_ours = ours - stock
-    for project in dict.fromkeys(project for project, _, _ in RUNS):
+    for project in dict.fromkeys(project for project, *_ in RUNS):
         its = {test for test in stock | ours if test.startswith(f"{project} ")}
         print(
             f"{project} {version(project)}: {stock_counts[project, 'tests']} tests,"
