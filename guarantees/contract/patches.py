@@ -37,6 +37,13 @@ def apply(patch: Path, tree: Path, *only: str) -> None:
     subprocess.run(argv, cwd=tree, env=env, check=True)
 
 
+def sdist_copy(project: str, tree: Path) -> Path:
+    """`tree`, made a fresh copy of the sdist of the installed `project`."""
+    shutil.rmtree(tree, ignore_errors=True)
+    shutil.copytree(sdist(project), tree)
+    return tree
+
+
 def tests_pass(tree: Path, tests: list[str]) -> bool:
     return subprocess.run(pytest_argv(tests), cwd=tree, capture_output=True).returncode == 0
 
@@ -53,14 +60,10 @@ def check(patch: Path) -> str | None:
     if not tests:
         return "it has no test"
     tree = WORK / "patched" / patch.stem
-    shutil.rmtree(tree, ignore_errors=True)
-    shutil.copytree(sdist(project), tree)
-    apply(patch, tree, *tests)
+    apply(patch, sdist_copy(project, tree), *tests)
     if tests_pass(tree, tests):
         return "its tests pass without its change: they do not test it"
-    shutil.rmtree(tree)
-    shutil.copytree(sdist(project), tree)
-    apply(patch, tree)
+    apply(patch, sdist_copy(project, tree))
     if not tests_pass(tree, tests):
         return f"with its change, tests of {', '.join(tests)} fail"
     return None
