@@ -44,7 +44,7 @@ import requests
 import yaml
 from aiosmtpd.controller import Controller
 from amqp.exceptions import InternalError, NotFound
-from celery_guarantees.redis_transport import taking_list
+from celery_guarantees.redis_transport import bell, taking_list
 from django.conf import settings
 from django.core.cache import caches
 from django.core.management import call_command
@@ -100,9 +100,10 @@ def queued_tasks(client, queue="celery"):
 
 def sent_message(broker, task, args=()):
     """The bytes of a real message for `task` as Redis holds it, taken off the queue
-    again: for a test to spoil, or to push at a moment of its choosing."""
+    again (and its bell silenced): for a test to spoil, or to push at a moment of its
+    choosing."""
     celery_app.send_task(task, list(args))
-    return broker.rpop("celery")
+    return broker.pipeline().rpop("celery").delete(bell("celery")).execute()[0]
 
 
 def unacknowledged(client, queue="celery"):

@@ -6,6 +6,7 @@ kombu, in this process, on the tests' throwaway Redis; the project's test_faults
 kills a real worker there."""
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
 
 import pytest
@@ -19,6 +20,7 @@ from conftest import sent_message, wait_until
 DB = 1
 # kombu's poller runs the restore at every poll that finds nothing (throttle 1).
 OPTIONS = {"priority_steps": [0], "visibility_timeout": 1, "unacked_restore_throttle": 1}
+STEPS = [0, 3, 6, 9]  # kombu's own
 
 
 @pytest.fixture
@@ -29,14 +31,17 @@ def a_message(broker):
     return raw
 
 
-def consumer_channel(redis_server, received, no_ack=False, prefix=""):
-    """A kombu connection and its channel, consuming `celery` into `received`; with
-    `prefix` as kombu's global_keyprefix, if any."""
+def consumer_channel(
+    redis_server, received, no_ack=False, prefix="", queues=("celery",), **options
+):
+    """A kombu connection and its channel, consuming `queues` into `received`; with
+    `prefix` as kombu's global_keyprefix, if any, and kombu's transport `options`."""
     url = redis_server.url(DB)
-    options = {**OPTIONS, "global_keyprefix": prefix} if prefix else OPTIONS
+    options = {**OPTIONS, "global_keyprefix": prefix, **options}
     connection = Connection(url, transport=Transport, transport_options=options)
     channel = connection.default_channel
-    channel.basic_consume("celery", no_ack, received.append, "tests")
+    for queue in queues:
+        channel.basic_consume(queue, no_ack, received.append, queue)
     return connection, channel
 
 
@@ -60,6 +65,7 @@ def test_a_message_taken_by_a_consumer_that_died_before_reading_it_goes_back_to_
     prefix, broker, redis_server
 ):
     a_message = sent_message(broker, "playground.tasks.relay_outbox")
+    broker.flushdb()  # (what sending it declared, unprefixed)
     broker.lpush(f"{prefix}celery", a_message)
     dead, channel = consumer_channel(redis_server, [], prefix=prefix)
     # Its poller's first steps: a connection of its own, the wait for a message sent.
@@ -152,6 +158,101 @@ def test_bytes_no_worker_can_read_in_a_backlog_are_set_aside_and_the_messages_ar
     ]
     assert broker.lrange("celery.malformed", 0, -1) == bad[::-1]  # newest first
     assert sorted(unacked) == sorted(message.delivery_tag.encode() for message in received)
+
+
+def test_a_consumer_of_several_queues_takes_from_each_and_records_each_as_it_takes_it(
+    broker, redis_server
+):
+    raws = {queue: message_for(broker, queue) for queue in ("celery", "mail")}
+    for queue, raw in raws.items():
+        broker.lpush(queue, raw)  # no bell rung: found when the consumer's wait ends
+    broker.config_resetstat()
+    received = []
+    connection, _channel = consumer_channel(
+        redis_server, received, queues=["celery", "mail"], visibility_timeout=60
+    )
+    with connection:
+        for _ in raws:
+            took_one(connection, received)
+        calls = {name: stats["calls"] for name, stats in broker.info("commandstats").items()}
+        unacked = broker.hkeys("unacked")
+        assert broker.llen("celery") == broker.llen("mail") == 0
+
+    assert sorted(message.delivery_info["routing_key"] for message in received) == list(raws)
+    assert sorted(unacked) == sorted(message.delivery_tag.encode() for message in received)
+    assert "cmdstat_brpop" not in calls
+
+
+def test_a_consumer_of_several_queues_waiting_is_woken_by_a_publish_to_any(broker, redis_server):
+    # Its wait lasts 60 s: without the bell the publish rings, it would not take the
+    # message within the 10 s it is given.
+    received = []
+    connection, channel = consumer_channel(redis_server, received, queues=["celery", "mail"])
+    channel.brpop_timeout = 60
+    with connection, Connection(redis_server.url(DB), transport=Transport) as publisher:
+        waiting = ThreadPoolExecutor(1).submit(connection.drain_events, timeout=10)
+        wait_until(lambda: broker.info("clients")["blocked_clients"] == 1, what="it waiting")
+        to = publisher.default_channel
+        to.basic_publish(to.prepare_message("hello"), "", "mail")
+        waiting.result()
+    [message] = received
+    assert message.delivery_info["routing_key"] == "mail"
+
+
+def test_a_consumer_of_several_priority_steps_takes_the_first_step_first(broker, redis_server):
+    # kombu's Redis priorities: 0 first; each step a list of its own (celery\x06\x163).
+    options = {"priority_steps": STEPS}
+    with Connection(redis_server.url(DB), transport=Transport, transport_options=options) as to:
+        for priority in (9, 3, 0):
+            message = to.default_channel.prepare_message(str(priority), priority=priority)
+            to.default_channel.basic_publish(message, "", "celery")
+    received = []
+    connection, _channel = consumer_channel(redis_server, received, priority_steps=STEPS)
+    with connection:
+        for _ in range(3):
+            took_one(connection, received)
+            assert broker.exists("celery.bell") == (len(received) < 3)  # rung for the rest
+    assert [message.body for message in received] == [b"0", b"3", b"9"]
+
+
+@pytest.mark.parametrize("prefix", ["", "shop:"], ids=["no prefix", "global_keyprefix"])
+def test_a_message_taken_from_several_lists_by_a_consumer_that_died_unread_goes_back(
+    prefix, broker, redis_server
+):
+    raw = message_for(broker, "mail")
+    broker.flushdb()  # (what sending it declared, unprefixed)
+    broker.lpush(f"{prefix}mail", raw)
+    dead, channel = consumer_channel(redis_server, [], prefix=prefix, queues=["celery", "mail"])
+    channel.client.connection = channel.client.connection_pool.get_connection()
+    channel.backlog = True  # as after a bell: the take by script, sent and never read
+    channel._brpop_start()
+    wait_until(lambda: broker.hlen(f"{prefix}unacked") == 1, what="it taken")
+    channel.client.connection.disconnect()  # died: recorded as unacknowledged, as it was taken
+
+    received = []
+    survivor, _channel = consumer_channel(
+        redis_server, received, prefix=prefix, queues=["celery", "mail"]
+    )
+    with survivor:
+        # kombu's restore of the unacknowledged, after the visibility timeout.
+        wait_until(lambda: drained(survivor) or received, timeout=10, what="it taken again")
+        [message] = received
+        assert message.delivery_tag == tag_of(json.loads(raw))
+    assert all(key.startswith(prefix.encode()) for key in broker.scan_iter())
+    dead.release()
+
+
+def message_for(broker, queue):
+    """The bytes of a real task message as Redis holds it on `queue`."""
+    raw = json.loads(sent_message(broker, "playground.tasks.relay_outbox"))
+    raw["properties"]["delivery_info"]["routing_key"] = queue
+    return json.dumps(raw).encode()
+
+
+def took_one(connection, received):
+    """Let `connection` poll until its consumer has received one more message."""
+    before = len(received)
+    wait_until(lambda: drained(connection) or len(received) > before, what="a message")
 
 
 def drained(connection):

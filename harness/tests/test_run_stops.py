@@ -43,8 +43,9 @@ def descendants(pid):
 
 def started_at(pid):
     """When the process started (clock ticks since boot), None once it is gone: with the
-    pid, it names one process, never a later one given the same pid."""
-    with suppress(FileNotFoundError):
+    pid, it names one process, never a later one given the same pid. (A process that
+    ends while its file is read makes the read fail with ESRCH.)"""
+    with suppress(FileNotFoundError, ProcessLookupError):
         return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[19]
     return None
 

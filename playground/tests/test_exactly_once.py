@@ -38,9 +38,14 @@ CUSTOMERS = 300
 # A few per kind keep the file near a minute; docs/reliability.md's rate comes from more.
 TRIALS = os.environ.get("EXACTLY_ONCE_TRIALS")
 POOL_TRIALS = WORKER_TRIALS = int(TRIALS) if TRIALS else 3
+# A worker of several queues takes another way on Redis (celery_guarantees: a script
+# over its lists, bells to wait on), killed as often.
+ONE_QUEUE, SEVERAL_QUEUES = "celery", "celery,spare"
 WHOLE_WORKER_TRIALS = [
-    (stack, trial) for stack in (SQLITE_REDIS, POSTGRES_RABBITMQ) for trial in range(WORKER_TRIALS)
-]
+    *((stack, ONE_QUEUE, trial) for stack in (SQLITE_REDIS, POSTGRES_RABBITMQ)
+      for trial in range(WORKER_TRIALS)),
+    *((SQLITE_REDIS, SEVERAL_QUEUES, trial) for trial in range(WORKER_TRIALS)),
+]  # fmt: skip
 EVERYONE = {f"customer{n}@example.com" for n in range(CUSTOMERS)}
 
 
@@ -130,16 +135,16 @@ def test_a_pool_process_killed_at_a_random_moment_sends_nobody_two_emails(
     assert_exactly_once_outside_the_unknowns(notification, database, what)
 
 
-@pytest.mark.parametrize(("stack", "trial"), WHOLE_WORKER_TRIALS, indirect=["stack"])
+@pytest.mark.parametrize(("stack", "queues", "trial"), WHOLE_WORKER_TRIALS, indirect=["stack"])
 def test_a_whole_worker_killed_at_a_random_moment_sends_nobody_two_emails(
-    stack, trial, notification, project_env, start_worker, broker, database
+    stack, queues, trial, notification, project_env, start_worker, broker, database
 ):
     # Redis gives the killed worker's messages back after the visibility timeout,
     # shortened here with the time limits it must exceed (RabbitMQ, at once).
     project_env.update(
         CELERY_TASK_SOFT_TIME_LIMIT="2", CELERY_TASK_TIME_LIMIT="3", CELERY_VISIBILITY_TIMEOUT="4"
     )
-    first = start_worker("first", "--concurrency=2")
+    first = start_worker("first", "--concurrency=2", f"--queues={queues}")
     seed = f"whole-worker-{trial}"
     call(project_env, "Killed at random")
 
@@ -152,10 +157,10 @@ def test_a_whole_worker_killed_at_a_random_moment_sends_nobody_two_emails(
     taken = [score for _, score in broker.zrange("unacked_index", 0, -1, withscores=True)]
     if taken:  # Redis counts them as taken until their visibility timeout has passed
         wait_until(lambda: time.time() > max(taken) + 4, what="the visibility timeout")
-    start_worker("second", "--concurrency=2")
+    start_worker("second", "--concurrency=2", f"--queues={queues}")
     wait_until_done(database)
 
-    what = f"seed {seed!r}: the whole worker killed after {share:.0%} of the emails"
+    what = f"seed {seed!r}: the whole worker of {queues} killed after {share:.0%} of the emails"
     assert_exactly_once_outside_the_unknowns(notification, database, what)
 
 

@@ -279,8 +279,9 @@ CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, object] = {
     "unacked_restore_interval": 10,
     "unacked_restore_throttle": 1,
     # One Redis list per queue, no priority lists beside it (no task here has a
-    # priority): a worker then takes each message with an atomic move instead of a pop
-    # that a kill could lose (celery_guarantees/redis_transport.py).
+    # priority): a worker of one queue then waits with the atomic move itself, one round
+    # trip where a worker of several lists waits on a bell and takes by script
+    # (celery_guarantees/redis_transport.py).
     "priority_steps": [0],
     # A hung Redis fails a publish after half a second instead of blocking the page
     # forever, and a Redis that is down fails it at once instead of after seconds of

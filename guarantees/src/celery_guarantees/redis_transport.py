@@ -6,16 +6,25 @@ A message is never only in a worker's memory. kombu pops with BRPOP and records 
 message as unacknowledged (the `unacked` hash, whence Redis gives it back after the
 visibility timeout) only once it has read the reply: a worker killed in between lost the
 message with it (1 in 12 random kills of a whole worker, measured before this). Here a
-worker of one queue takes with BLMOVE, which moves the message, in Redis and at once,
-onto the list `<queue>.taking` (`celery.taking`); recording it as unacknowledged removes
-it from there in the same atomic step (one script). What a dead worker leaves on
-`celery.taking` is put back on its queue by the workers' periodic restore (kombu's, every
-`unacked_restore_interval`) once it has been there longer than the visibility timeout,
-as kombu does for `unacked`. While messages wait (the record says how many), the next
-is taken and recorded in one script instead, in Redis and at once too: one round trip
-where BLMOVE and the record are two. With a `global_keyprefix`, every key is prefixed,
-the taking list's too. A worker of several queues (or priorities) keeps kombu's BRPOP:
-BLMOVE takes one list.
+worker that takes from one list (one queue, one priority step) takes with BLMOVE, which
+moves the message, in Redis and at once, onto the list `<queue>.taking`
+(`celery.taking`); recording it as unacknowledged removes it from there in the same
+atomic step (one script). What a dead worker leaves on `celery.taking` is put back on its
+queue by the workers' periodic restore (kombu's, every `unacked_restore_interval`) once it
+has been there longer than the visibility timeout, as kombu does for `unacked`. While
+messages wait (the record says how many), the next is taken and recorded in one script
+instead, in Redis and at once too: one round trip where BLMOVE and the record are two.
+
+Redis cannot wait on several lists without popping from them (BRPOP) nor move from one of
+several (BLMOVE takes one; redis/redis#1785). A worker of several lists (several queues,
+or priority steps) takes with the same script, from the first of its lists that holds a
+message, in kombu's order (priority first, its queues in turn); when none does, it waits
+on its queues' bells (`<queue>.bell`, a sorted set of at most one member: BZPOPMIN waits
+on several and a bell carries nothing to lose), which every publish rings and which a
+worker rings again when it leaves messages behind, for the next idle one. A message
+published past the bells (by stock kombu, or given back by a restore) is found within
+`brpop_timeout` (1 s), when the wait ends. With a `global_keyprefix`, every key is
+prefixed, the package's too.
 
 kombu's Redis channel decodes each message in the worker's event loop. Bytes that are
 not a message (not JSON, a JSON value of another shape, an envelope without its
@@ -56,6 +65,17 @@ def malformed_list(queue: str) -> str:
 def taking_list(queue: str) -> str:
     """Where a worker moves a message of `queue` until it has recorded it as unacknowledged."""
     return queue + ".taking"
+
+
+def bell(queue: str) -> str:
+    """What a worker of several lists waits on for a message of `queue` (see above)."""
+    return queue + ".bell"
+
+
+# A bell no worker waits on goes in this long, so that the bells of queues that come and
+# go (each inspection's reply queue, an expiring queue) do not stay in Redis. A waiting
+# worker takes a bell as it rings, and one that comes to wait first takes by script.
+BELL_LASTS_MS = 10_000
 
 
 def first_seen(queue: str) -> str:
@@ -101,33 +121,58 @@ redis.call('LREM', KEYS[3], 1, ARGV[4])
 return redis.call('LLEN', KEYS[4])
 """
 
-# Take the oldest message of the queue (KEYS[1]) and record it as unacknowledged as
-# RECORD_UNACKED does (index KEYS[2], hash KEYS[3], at time ARGV[1]; the record is
-# kombu's: [message, exchange, routing key]), in one command, with no taking list to
-# leave. Bytes without a delivery tag and where they came from are moved onto the
-# taking list (KEYS[4]) instead, for the worker to set aside. Returns nothing when the
-# queue is empty, else the bytes, the tag they were recorded under (false if none), and
-# how many messages still wait.
+# Take the oldest message of the first list that holds one, and record it as
+# unacknowledged as RECORD_UNACKED does (index KEYS[1], hash KEYS[2], at time ARGV[1];
+# the record is kombu's: [message, exchange, routing key]), in one command, with no
+# taking list to leave. Each list comes as three keys from KEYS[3] on, in the order to
+# take from: the list, its queue's taking list and its queue's bell. Bytes without a
+# delivery tag and where they came from are moved onto the taking list instead, for the
+# worker to set aside. The bell of each queue still holding messages is rung (to last
+# ARGV[2] ms), for an idle worker of several lists; the others are silenced. Returns
+# nothing when every list is empty, else the bytes, the tag they were recorded under
+# (false if none), how many messages still wait and the position of the list taken
+# from (0 for the first).
 TAKE_AND_RECORD = """
-local raw = redis.call('RPOP', KEYS[1])
+local raw, from
+for i = 3, #KEYS, 3 do
+    raw = redis.call('RPOP', KEYS[i])
+    if raw then
+        from = i
+        break
+    end
+end
 if not raw then
     return nil
 end
 local decoded, message = pcall(cjson.decode, raw)
 local properties = decoded and type(message) == 'table' and message.properties
 local tag = type(properties) == 'table' and properties.delivery_tag
-local from = type(properties) == 'table' and properties.delivery_info
-if type(tag) == 'string' and type(from) == 'table'
-        and from.exchange ~= nil and from.routing_key ~= nil then
-    local record = '[' .. raw .. ',' .. cjson.encode(from.exchange) .. ','
-        .. cjson.encode(from.routing_key) .. ']'
-    redis.call('ZADD', KEYS[2], ARGV[1], tag)
-    redis.call('HSET', KEYS[3], tag, record)
+local came = type(properties) == 'table' and properties.delivery_info
+if type(tag) == 'string' and type(came) == 'table'
+        and came.exchange ~= nil and came.routing_key ~= nil then
+    local record = '[' .. raw .. ',' .. cjson.encode(came.exchange) .. ','
+        .. cjson.encode(came.routing_key) .. ']'
+    redis.call('ZADD', KEYS[1], ARGV[1], tag)
+    redis.call('HSET', KEYS[2], tag, record)
 else
     tag = false
-    redis.call('LPUSH', KEYS[4], raw)
+    redis.call('LPUSH', KEYS[from + 1], raw)
 end
-return {raw, tag, redis.call('LLEN', KEYS[1])}
+local waiting, ring = 0, {}
+for i = 3, #KEYS, 3 do
+    local held = redis.call('LLEN', KEYS[i])
+    waiting = waiting + held
+    ring[KEYS[i + 2]] = ring[KEYS[i + 2]] or held > 0
+end
+for key, rung in pairs(ring) do
+    if rung then
+        redis.call('ZADD', key, 0, '')
+        redis.call('PEXPIRE', key, ARGV[2])
+    else
+        redis.call('DEL', key)
+    end
+end
+return {raw, tag, waiting, (from - 3) / 3}
 """
 
 # Forget the unacknowledged message ARGV[1]: out of the index (KEYS[1]) and the hash (KEYS[2]).
@@ -210,13 +255,14 @@ class Channel(redis.Channel):
     qos: TakingQoS
     # The message being delivered, until its consumer's QoS.append has it recorded.
     taken: Taken | None = None
-    # The queue the take in flight takes from; None while kombu's BRPOP is.
-    _taking_from: str | None = None
-    # The take in flight: BLMOVE, which waits for a message, or EVAL (TAKE_AND_RECORD).
+    # The lists the take in flight takes from, in order, each with its queue.
+    _taking_from: list[tuple[str, str]]
+    # The take in flight: BLMOVE (one list) or BZPOPMIN (the bells of several), which
+    # wait for a message, or EVAL (TAKE_AND_RECORD), which does not.
     _take_command = "BLMOVE"
-    # Whether messages waited on the queue at the last take: then the next is taken and
-    # recorded in one script, one round trip where BLMOVE and the record are two
-    # (README, *What it costs*); an empty queue is waited on with BLMOVE.
+    # Whether to take with the script next: messages waited at the last take (then it is
+    # one round trip where BLMOVE and the record are two: README, *What it costs*), or a
+    # bell rang. Else a worker waits.
     backlog = False
     # The client every publish, acknowledgement and event goes through, on kombu's pool.
     _client: Any = None
@@ -260,68 +306,90 @@ class Channel(redis.Channel):
         adds to the keys of the commands it knows, not to those sent past it."""
         return [self.global_keyprefix + key for key in keys]
 
+    def _put(self, queue: str, message: Any, **kwargs: Any) -> None:
+        # kombu's own, with the queue's bell rung in the same round trip. kombu's batch
+        # of publishes (its producer's) takes the commands as they are; else they are
+        # collected from kombu's and sent in one pipeline.
+        batch = kwargs.pop("_publish_batch", None)
+        commands = Commands() if batch is None else batch
+        super()._put(queue, message, _publish_batch=commands, **kwargs)  # type: ignore[call-arg]
+        # A queue that expires sooner (x-expires) takes its bell with it, as its lists.
+        lasts = min(self._expires.get(queue, BELL_LASTS_MS), BELL_LASTS_MS)  # type: ignore[attr-defined]
+        commands.add("zadd", bell(queue), {"": 0})
+        commands.add("pexpire", bell(queue), lasts)
+        if batch is None:
+            with self.conn_or_acquire() as client:
+                commands.execute(client.pipeline(transaction=False))
+
     def _purge(self, queue: str) -> int:
         # kombu's empties the queue; what a dead worker left taking would come back to it
         # after the visibility timeout and run: it goes too, and counts.
         taking = taking_list(queue)
         with self.conn_or_acquire() as client:
-            pipe = client.pipeline().llen(taking).delete(taking).delete(first_seen(queue))
+            pipe = client.pipeline().llen(taking).delete(taking, first_seen(queue), bell(queue))
             held, *_ = pipe.execute()
         return int(super()._purge(queue)) + int(held)  # type: ignore[misc]
 
     def _brpop_start(self, timeout: float | None = None) -> None:
         queues = self._queue_cycle.consume(len(self.active_queues))  # type: ignore[attr-defined]
-        # BLMOVE takes one list, named as given (kombu prefixes BRPOP's keys itself).
-        if len(queues) != 1 or len(self.priority_steps) != 1:
-            self._taking_from = None
-            super()._brpop_start(timeout)  # type: ignore[misc]
+        if not queues:
             return
-        [queue] = queues
-        self._taking_from = queue
+        # kombu's order: the first priority step of every queue, then the next...
+        lists = [(queue, self._q_for_pri(queue, step))  # type: ignore[attr-defined]
+                 for step in self.priority_steps for queue in queues]  # fmt: skip
+        self._taking_from = lists
         self._in_poll = self.client.connection
         # kombu's clock, which its health check of the take reads (kombu's own tests
         # set it).
         self._brpop_sent_at = redis.monotonic()  # type: ignore[attr-defined]
+        wait = self.brpop_timeout if timeout is None else timeout
+        # The keys are sent past kombu's client, which prefixes those of BRPOP only.
         if self.backlog:
             self._take_command = "EVAL"
-            keys = self.prefixed(
-                queue, self.qos.unacked_index_key, self.qos.unacked_key, taking_list(queue)
-            )
-            self.client.connection.send_command("EVAL", TAKE_AND_RECORD, len(keys), *keys, time())
-            return
-        self._take_command = "BLMOVE"
-        wait = self.brpop_timeout if timeout is None else timeout
-        self.client.connection.send_command(
-            "BLMOVE", *self.prefixed(queue, taking_list(queue)), "RIGHT", "LEFT", wait or 0
-        )
+            keys = [self.qos.unacked_index_key, self.qos.unacked_key]
+            for queue, key in lists:
+                keys += [key, taking_list(queue), bell(queue)]
+            keys = self.prefixed(*keys)
+            command = ["EVAL", TAKE_AND_RECORD, len(keys), *keys, time(), BELL_LASTS_MS]
+        elif len(lists) == 1:
+            self._take_command = "BLMOVE"
+            [(queue, key)] = lists
+            keys = self.prefixed(key, taking_list(queue))
+            command = ["BLMOVE", *keys, "RIGHT", "LEFT", wait or 0]
+        else:
+            self._take_command = "BZPOPMIN"
+            command = ["BZPOPMIN", *self.prefixed(*map(bell, queues)), wait or 0]
+        self.client.connection.send_command(*command)
 
     def _brpop_read(self, **options: Any) -> bool:
-        # kombu 5.7's own, but for the reply of BLMOVE or the script where they were sent, and
-        # for the bytes going through _deliver_or_set_aside instead of straight to the
-        # consumer. (kombu's type stubs leave out the private parts it uses.)
-        queue = self._taking_from
+        # kombu 5.7's own, but for the reply of what _brpop_start sent, and for the bytes
+        # going through _deliver_or_set_aside instead of straight to the consumer.
+        # (kombu's type stubs leave out the private parts it uses.)
+        command = self._take_command
         try:
             try:
-                command = "BRPOP" if queue is None else self._take_command
                 reply = self.client.parse_response(self.client.connection, command, **options)
             except self.connection_errors:  # type: ignore[attr-defined]
                 # Dropped, so that the next poll reconnects.
                 self.client.connection.disconnect()
                 raise
+            if command == "BZPOPMIN":
+                # A bell, or the end of the wait: take with the script next, which also
+                # finds what was put on a list without ringing.
+                self.backlog = True
+                raise Empty()
             if reply is None:  # (an empty message is b"", bad bytes to set aside)
                 self.backlog = False
                 raise Empty()
-            if queue is None:
-                key, raw = reply
-                queue = bytes_to_str(key).rsplit(self.sep, 1)[0]
-                self._queue_cycle.rotate(queue)  # type: ignore[attr-defined]
-                self._deliver_or_set_aside(queue, raw)
-            elif command == "EVAL":
-                raw, tag, waiting = reply
-                self.backlog = waiting > 0
-                self._deliver_taken(Taken(queue, raw, tag and bytes_to_str(tag)))
-            else:
+            if command == "BLMOVE":
+                [(queue, _key)] = self._taking_from
                 self._deliver_taken(Taken(queue, reply))
+                return True
+            raw, tag, waiting, position = reply
+            self.backlog = waiting > 0
+            queue, _key = self._taking_from[position]
+            self._queue_cycle.rotate(queue)  # type: ignore[attr-defined]
+            self._deliver_taken(Taken(queue, raw, tag and bytes_to_str(tag)))
             return True
         finally:
             self._in_poll = None
@@ -400,6 +468,18 @@ class Channel(redis.Channel):
         except KeyError:
             return False
         return True
+
+
+class Commands(list[tuple[str, tuple[Any, ...]]]):
+    """Redis commands collected as kombu's batch of publishes collects them."""
+
+    def add(self, name: str, *args: Any) -> None:
+        self.append((name, args))
+
+    def execute(self, pipe: Any) -> None:
+        for name, args in self:
+            getattr(pipe, name)(*args)
+        pipe.execute()
 
 
 class ShowsItsScheme:
