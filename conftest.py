@@ -29,6 +29,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from collections import Counter
 from contextlib import contextmanager
@@ -383,10 +384,11 @@ def redis_with_sentinels(network, project_env, tmp_path):
 
 @pytest.fixture
 def start_worker_on(start, project_env, network):
-    """Start a worker as the Procfile does, on a host of its own."""
+    """Start a worker as the Procfile does, on a host of its own (or on `host`, beside
+    another worker)."""
 
-    def start_worker_on(name, *options):
-        host = network.host(name)
+    def start_worker_on(name, *options, host=None):
+        host = host or network.host(name)
         hostname = f"{name}@{socket.gethostname()}"
         argv = [*procfile_command("worker"), f"--hostname={hostname}", *options]
         worker = start(
@@ -555,6 +557,7 @@ class Inbox:
 
     def __init__(self):
         self.messages = []
+        self.received_at = []  # when each message was taken, by this server's clock
         self.delay = 0.0  # seconds before taking each message
         self.refusals = 0  # the next recipients to refuse with 451 (try again later)
         self.refused = set()  # addresses to refuse with 451 every time
@@ -589,6 +592,7 @@ class Inbox:
 
     async def handle_DATA(self, server, session, envelope):
         await asyncio.sleep(self.delay)
+        self.received_at.append(time.monotonic())
         self.messages.append(message_from_bytes(envelope.content))
         return "250 Message accepted for delivery"
 

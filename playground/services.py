@@ -19,7 +19,7 @@ from django.db import IntegrityError, models, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from . import outbox
+from . import outbox, sending_rate
 from .mailing import Mailing
 from .models import Delivery, Notification
 
@@ -148,8 +148,10 @@ def deliver(mailing: Mailing, customer: User) -> None:
     the handover and the outcome after it: sent, or failed for good."""
     notification = mailing.notification
     intent = Delivery(notification=notification, customer=customer, status=Delivery.Status.SENDING)
+    turn = sending_rate.Turn()
     try:
-        mailing.send_to(customer, before_handover=lambda: Delivery.objects.insert(intent))
+        with turn:  # ended once the server has answered, or the handover failed
+            mailing.send_to(customer, before_handover=lambda: hand_over(turn, intent))
     except IntegrityError:
         return  # another run of this batch has this customer: theirs is the one email
     except (smtplib.SMTPRecipientsRefused, smtplib.SMTPDataError) as refused:
@@ -167,6 +169,14 @@ def deliver(mailing: Mailing, customer: User) -> None:
     # Any other failure after the intent (a connection lost, a silent server) leaves it
     # "sending": whether the server took the message is unknown.
     conclude(notification, customer, intent, Delivery.Status.SENT)
+
+
+def hand_over(turn: sending_rate.Turn, intent: Delivery) -> None:
+    """What comes right before a message is handed to the server: its turn within the
+    provider's cap (a worker killed while it waits sent nothing, and records nothing),
+    then the intent."""
+    turn.take()
+    Delivery.objects.insert(intent)
 
 
 def conclude(

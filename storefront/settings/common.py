@@ -14,7 +14,15 @@ from storefront.logs import logging_config
 from storefront.rabbitmq import task_queues
 from storefront.sentinel import is_sentinel
 
-from .environment import broker_transport, env, env_bool, env_list, env_networks, env_redis_url
+from .environment import (
+    broker_transport,
+    env,
+    env_bool,
+    env_count,
+    env_list,
+    env_networks,
+    env_redis_url,
+)
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 
@@ -325,6 +333,9 @@ HELLO_GET_STARTS_NOTIFICATION = False
 # notify_customers hands the emails to the workers in batches of this many, each
 # sent over one SMTP connection.
 NOTIFY_BATCH_SIZE = int(env("NOTIFY_BATCH_SIZE", 500))
+# The mail provider's cap: at most this many emails per second from every worker
+# process on every host together (playground/sending_rate.py; unset: no cap).
+NOTIFY_RATE_LIMIT = env_count("NOTIFY_RATE_LIMIT")
 # A batch whose SMTP server fails retries up to this many times, waiting about
 # 1, 2, 4 ... seconds (random jitter, at most NOTIFY_RETRY_BACKOFF_MAX); then the
 # customers it could not reach are recorded as failed.

@@ -38,6 +38,17 @@ def env_list(name: str, default: object = None) -> list[str]:
     return [item.strip() for item in env(name, default).split(",") if item.strip()]
 
 
+def env_count(name: str) -> int | None:
+    """A whole number above zero, None when unset; anything else stops the process at
+    start."""
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return None
+    if not value.isdigit() or int(value) == 0:
+        sys.exit(f"storefront: {name} must be a whole number above zero, or unset: not {value!r}.")
+    return int(value)
+
+
 def env_networks(name: str) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
     """A comma-separated list of addresses or networks (10.0.0.2, 172.16.0.0/12), empty
     by default; anything else stops the process at start."""

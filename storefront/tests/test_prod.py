@@ -43,6 +43,19 @@ def test_production_refuses_to_start_with_a_trusted_proxy_that_is_no_address(pro
     )
 
 
+@pytest.mark.parametrize("rate", ["fast", "0", "2.5"])
+def test_production_refuses_to_start_with_a_mail_cap_that_is_no_whole_number(prod_env, rate):
+    prod_env["NOTIFY_RATE_LIMIT"] = rate
+
+    check = manage(prod_env, "check", check=False)
+
+    assert check.returncode == 1
+    assert check.stderr == (
+        "storefront: NOTIFY_RATE_LIMIT must be a whole number above zero, or unset:"
+        f" not {rate!r}.\n"
+    )
+
+
 def test_check_deploy_is_clean_under_production_settings(prod_env):
     check = manage(prod_env, "check", "--deploy", "--fail-level", "WARNING", check=False)
 
