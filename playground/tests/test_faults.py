@@ -20,6 +20,7 @@ import pytest
 import requests
 
 from conftest import (
+    BROKER_DB,
     POSTGRES_RABBITMQ,
     SQLITE_REDIS,
     call,
@@ -205,19 +206,45 @@ def test_a_message_taken_by_a_worker_killed_unread_is_lost_by_kombu_and_kept_by_
     # (1 in 12 random kills); the package's move keeps it on celery.taking, whence it
     # goes back to the queue after the visibility timeout. With a prefix of every key
     # (CELERY_BROKER_KEY_PREFIX), the same.
-    project_env.update(
-        REDIS_TRANSPORT=transport,
-        CELERY_BROKER_KEY_PREFIX=prefix,
-        CELERY_TASK_SOFT_TIME_LIMIT="2",
-        CELERY_TASK_TIME_LIMIT="3",
-        CELERY_VISIBILITY_TIMEOUT="4",
-    )
-    thirty_customers.release()  # no email held: here the message is lost, not a batch
-    # Its bytes, for the test to push at its moment.
-    message = sent_message(broker, "playground.tasks.notify_customers", ["Taken, never read"])
-    first = start_worker("first", "--concurrency=1")
-
+    project_env.update(REDIS_TRANSPORT=transport, CELERY_BROKER_KEY_PREFIX=prefix)
     queue = f"{prefix}celery"
+    message = a_notifications_message(broker)
+    handed_to_a_worker_then_killed(message, broker, queue, project_env, start_worker)
+
+    if transport == "kombu":
+        # Gone: not on the queue, not recorded as unacknowledged, nowhere in Redis.
+        assert keys_holding(broker, message) == []
+        return
+    assert keys_holding(broker, message) == [f"{queue}.taking"]
+    the_next_worker_sends_the_notification(thirty_customers, start_worker, database)
+
+
+# A primary, its replica and three Sentinels on hosts of their own, two workers and the
+# visibility timeout: past the suite's 120 s once on a loaded machine.
+@pytest.mark.timeout(300)
+def test_a_message_taken_by_a_worker_killed_unread_is_kept_by_the_package_behind_sentinels(
+    redis_with_sentinels, thirty_customers, project_env, start_worker, broker, database
+):
+    primary = redis_with_sentinels.primary.client(BROKER_DB)
+    message = a_notifications_message(broker)
+    handed_to_a_worker_then_killed(message, primary, "celery", project_env, start_worker)
+
+    assert keys_holding(primary, message) == ["celery.taking"]
+    the_next_worker_sends_the_notification(thirty_customers, start_worker, database)
+
+
+def a_notifications_message(broker):
+    """The bytes of a notification's message, for the test to push at its moment."""
+    return sent_message(broker, "playground.tasks.notify_customers", ["Taken, never read"])
+
+
+def handed_to_a_worker_then_killed(message, broker, queue, project_env, start_worker):
+    """Push `message` on `queue` of the Redis `broker` at the moment Redis hands it to a
+    waiting worker that cannot read it (frozen), then kill that worker whole."""
+    project_env.update(
+        CELERY_TASK_SOFT_TIME_LIMIT="2", CELERY_TASK_TIME_LIMIT="3", CELERY_VISIBILITY_TIMEOUT="4"
+    )
+    first = start_worker("first", "--concurrency=1")
 
     def handed_to_the_frozen_worker():
         os.kill(first.popen.pid, signal.SIGSTOP)
@@ -234,14 +261,14 @@ def test_a_message_taken_by_a_worker_killed_unread_is_lost_by_kombu_and_kept_by_
         os.kill(pid, signal.SIGKILL)
     first.popen.wait()
 
-    if transport == "kombu":
-        # Gone: not on the queue, not recorded as unacknowledged, nowhere in Redis.
-        assert keys_holding(broker, message) == []
-        return
-    assert keys_holding(broker, message) == [f"{queue}.taking"]
+
+def the_next_worker_sends_the_notification(inbox, start_worker, database):
+    """A worker started after the kill runs the message: each of the thirty customers
+    gets one email."""
+    inbox.release()
     start_worker("second", "--concurrency=1")
     wait_until_done(database, timeout=90)
-    assert len(recipients(thirty_customers)) == len(set(recipients(thirty_customers))) == 30
+    assert len(recipients(inbox)) == len(set(recipients(inbox))) == 30
     assert deliveries(database) == {"sent": 30}
 
 
