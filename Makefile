@@ -28,7 +28,7 @@ RUN_PACKAGES := redis-server:redis-server
 # PATH), and `ip` for the hosts (network namespaces): the tests and the bench start both.
 STACK_PACKAGES := rabbitmq-server:rabbitmq-server '/usr/lib/postgresql/*/bin/initdb:postgresql' \
 	ip:iproute2
-TEST_PACKAGES := $(RUN_PACKAGES) $(STACK_PACKAGES) chromium:chromium
+TEST_PACKAGES := $(RUN_PACKAGES) $(STACK_PACKAGES) chromium:chromium openssl:openssl
 BENCH_PACKAGES := $(RUN_PACKAGES) $(STACK_PACKAGES) wrk:wrk
 # docker-compose.yml under Podman (runc: the runtime that works on these machines), with
 # stand-in base images built from Debian's archive (harness/images/build).

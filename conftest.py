@@ -251,7 +251,8 @@ def forget_local_cache():
 
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory):
-    server = LocalRedis(free_port(), tmp_path_factory.mktemp("redis"))
+    # Over TLS too (rediss://), for the tests of the transport over it.
+    server = LocalRedis(free_port(), tmp_path_factory.mktemp("redis"), tls_port=free_port())
     try:
         server.start()
     except RedisUnavailable as why:

@@ -13,6 +13,7 @@ from pathlib import Path
 import redis
 from redis.sentinel import MasterNotFoundError, Sentinel
 
+from harness.certificates import self_signed
 from harness.network import on
 from harness.processes import free_port
 from harness.waiting import NotYet, wait_until
@@ -33,18 +34,24 @@ class RedisUnavailable(RuntimeError):
 
 
 class LocalRedis:
-    def __init__(self, port, data_dir, host=None, replica_of=None):
+    def __init__(self, port, data_dir, host=None, replica_of=None, tls_port=None):
         """On this machine's loopback, or on a `host` of a harness.network.Network; a
-        replica of another LocalRedis if `replica_of`."""
+        replica of another LocalRedis if `replica_of`; with `tls_port`, served over TLS
+        there too, with a certificate of its own (`certificate`)."""
         self.port = port
         self.data_dir = Path(data_dir)
         self.host = host
         self.address = host.address if host else "127.0.0.1"
         self.replica_of = replica_of
+        self.tls_port = tls_port
+        self.certificate = None
         self.process = None
 
     def url(self, db=0):
         return f"redis://{self.address}:{self.port}/{db}"
+
+    def tls_url(self, db=0):
+        return f"rediss://{self.address}:{self.tls_port}/{db}"
 
     def start(self, timeout=10):
         executable = shutil.which("redis-server")
@@ -60,6 +67,11 @@ class LocalRedis:
             argv += ["--protected-mode", "no"]
         if self.replica_of:
             argv += ["--replicaof", self.replica_of.address, str(self.replica_of.port)]
+        if self.tls_port:  # clients verify the server; the server asks no certificate
+            self.certificate, key = self_signed(self.data_dir, [self.address])
+            argv += ["--tls-port", str(self.tls_port), "--tls-cert-file", str(self.certificate),
+                     "--tls-key-file", str(key), "--tls-ca-cert-file", str(self.certificate),
+                     "--tls-auth-clients", "no"]  # fmt: skip
         self.process = process = subprocess.Popen(on(self.host, argv), start_new_session=True)
         with suppress(NotYet):
             wait_until(lambda: self.answers() or process.poll() is not None, timeout)

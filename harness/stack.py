@@ -13,6 +13,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from harness.certificates import self_signed
 from harness.processes import BASE_DIR
 from harness.waiting import wait_until
 
@@ -46,17 +47,7 @@ class Stack:
         shutil.copy(BASE_DIR / "docker-compose.yml", folder)
         shutil.copytree(BASE_DIR / "deploy", folder / "deploy", dirs_exist_ok=True)
         # The site's certificate, for the names in ALLOWED_HOSTS: clients verify it.
-        self.certificate, key = folder / "certificate.pem", folder / "key.pem"
-        names = ",".join(
-            f"IP:{name}" if name[0].isdigit() else f"DNS:{name}"
-            for name in dot_env["ALLOWED_HOSTS"].split(",")
-        )
-        subprocess.run(
-            ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-             "-subj", "/CN=storefront", "-addext", f"subjectAltName={names}",
-             "-keyout", key, "-out", self.certificate],
-            check=True, capture_output=True,
-        )  # fmt: skip
+        self.certificate, key = self_signed(folder, dot_env["ALLOWED_HOSTS"].split(","))
         self.env = {
             "SECRET_KEY": secrets.token_urlsafe(50),
             "POSTGRES_PASSWORD": secrets.token_urlsafe(16),

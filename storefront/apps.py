@@ -11,4 +11,4 @@ class StorefrontConfig(AppConfig):
     name = "storefront"
 
     def ready(self) -> None:
-        report_errors_to_sentry(settings.SENTRY_DSN)
+        report_errors_to_sentry(settings.SENTRY_DSN, settings.CELERY_BEAT_SCHEDULE)

@@ -3,12 +3,15 @@ JSON, and errors to Sentry when a DSN is given. Read by the settings, so it
 imports nothing of Django's settings at import time."""
 
 import logging
+import re
 import sys
+from datetime import timedelta
 from typing import Any
 
 import click
 import sentry_sdk
 from celery import Celery, current_task, signals
+from celery.schedules import crontab
 from pythonjsonlogger.json import JsonFormatter
 
 PLAIN = "{asctime} {levelname} {name}: {message}"
@@ -146,10 +149,28 @@ def log_celery_through_django(app: Celery) -> None:
     app.user_options["beat"].add(quiet)
 
 
-def report_errors_to_sentry(dsn: str) -> None:
-    """Send errors (web requests and tasks) to Sentry, if a DSN is given; nowhere otherwise."""
+def report_errors_to_sentry(dsn: str, beat_schedule: dict[str, dict[str, Any]]) -> None:
+    """Send errors (web requests and tasks) to Sentry, if a DSN is given; nowhere otherwise.
+    Each of Beat's periodic tasks reports too, as a cron monitor named after its entry
+    in `beat_schedule`: Sentry says when a run is missed, fails or overruns. Sentry's
+    crons count whole minutes: those run more often (the outbox's relay) are left out,
+    rather than warned about at every run."""
     if dsn:
         from sentry_sdk.integrations.celery import CeleryIntegration
         from sentry_sdk.integrations.django import DjangoIntegration
 
-        sentry_sdk.init(dsn=dsn, integrations=[DjangoIntegration(), CeleryIntegration()])
+        too_often = [
+            f"{re.escape(name)}$"
+            for name, entry in beat_schedule.items()
+            if not in_whole_minutes(entry["schedule"])
+        ]
+        celery = CeleryIntegration(monitor_beat_tasks=True, exclude_beat_tasks=too_often)
+        sentry_sdk.init(dsn=dsn, integrations=[DjangoIntegration(), celery])
+
+
+def in_whole_minutes(schedule: Any) -> bool:
+    """Whether a Beat schedule (seconds, a timedelta, a crontab) runs in whole minutes."""
+    if isinstance(schedule, crontab):
+        return True
+    seconds = schedule.total_seconds() if isinstance(schedule, timedelta) else float(schedule)
+    return seconds >= 60 and seconds % 60 == 0

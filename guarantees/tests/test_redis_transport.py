@@ -6,6 +6,7 @@ kombu, in this process, on the tests' throwaway Redis; the project's test_faults
 kills a real worker there."""
 
 import json
+import ssl
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
 
@@ -32,13 +33,17 @@ def a_message(broker):
 
 
 def consumer_channel(
-    redis_server, received, no_ack=False, prefix="", queues=("celery",), **options
+    redis_server, received, no_ack=False, prefix="", queues=("celery",), tls=False, **options
 ):
     """A kombu connection and its channel, consuming `queues` into `received`; with
-    `prefix` as kombu's global_keyprefix, if any, and kombu's transport `options`."""
-    url = redis_server.url(DB)
+    `prefix` as kombu's global_keyprefix, if any, over TLS (rediss://) if `tls`, and
+    kombu's transport `options`."""
     options = {**OPTIONS, "global_keyprefix": prefix, **options}
-    connection = Connection(url, transport=Transport, transport_options=options)
+    url, verified = redis_server.url(DB), False
+    if tls:  # verifying the server's certificate
+        url = redis_server.tls_url(DB)
+        verified = {"ssl_cert_reqs": ssl.CERT_REQUIRED, "ssl_ca_certs": redis_server.certificate}
+    connection = Connection(url, transport=Transport, transport_options=options, ssl=verified)
     channel = connection.default_channel
     for queue in queues:
         channel.basic_consume(queue, no_ack, received.append, queue)
@@ -60,15 +65,16 @@ def test_a_message_leaves_the_taking_list_as_its_consumer_takes_it(
         assert broker.hkeys("unacked") == unacked
 
 
+@pytest.mark.parametrize("tls", [False, True], ids=["redis", "rediss"])
 @pytest.mark.parametrize("prefix", ["", "shop:"], ids=["no prefix", "global_keyprefix"])
 @pytest.mark.parametrize("queues", [["celery"], ["celery", "mail"]], ids=["one list", "several"])
 def test_a_message_taken_by_a_consumer_that_died_before_reading_it_goes_back_to_its_queue(
-    queues, prefix, broker, redis_server
+    queues, prefix, tls, broker, redis_server
 ):
     a_message = sent_message(broker, "playground.tasks.relay_outbox")
     broker.flushdb()  # (what sending it declared, unprefixed)
     broker.lpush(f"{prefix}celery", a_message)
-    dead, channel = consumer_channel(redis_server, [], prefix=prefix, queues=queues)
+    dead, channel = consumer_channel(redis_server, [], prefix=prefix, queues=queues, tls=tls)
     # Its poller's first steps: a connection of its own, the take sent: of one list, the
     # wait for a message (BLMOVE); of several, as after a bell, the script. Redis takes
     # the message at once; the reply is never read.
@@ -84,7 +90,9 @@ def test_a_message_taken_by_a_consumer_that_died_before_reading_it_goes_back_to_
     assert broker.llen(f"{prefix}celery") == 0
 
     received = []
-    survivor, _channel = consumer_channel(redis_server, received, prefix=prefix, queues=queues)
+    survivor, _channel = consumer_channel(
+        redis_server, received, prefix=prefix, queues=queues, tls=tls
+    )
     with survivor:
         # kombu's periodic restore, as the survivor's poller finds nothing: the taking
         # list's once the message has stayed there past the visibility timeout (seen

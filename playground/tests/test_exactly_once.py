@@ -38,13 +38,16 @@ CUSTOMERS = 300
 # A few per kind keep the file near a minute; docs/reliability.md's rate comes from more.
 TRIALS = os.environ.get("EXACTLY_ONCE_TRIALS")
 POOL_TRIALS = WORKER_TRIALS = int(TRIALS) if TRIALS else 3
-# A worker of several queues takes another way on Redis (celery_guarantees: a script
-# over its lists, bells to wait on), killed as often.
-ONE_QUEUE, SEVERAL_QUEUES = "celery", "celery,spare"
+# The worker's queues and the prefix of every broker key (CELERY_BROKER_KEY_PREFIX). A
+# worker of several queues takes another way on Redis (celery_guarantees: a script over
+# its lists, bells to wait on), killed as often, with its keys prefixed.
+ONE_QUEUE, SEVERAL_QUEUES = ("celery", ""), ("celery,spare", "shop:")
 WHOLE_WORKER_TRIALS = [
-    *((stack, ONE_QUEUE, trial) for stack in (SQLITE_REDIS, POSTGRES_RABBITMQ)
-      for trial in range(WORKER_TRIALS)),
-    *((SQLITE_REDIS, SEVERAL_QUEUES, trial) for trial in range(WORKER_TRIALS)),
+    pytest.param(stack, queues, prefix, trial,
+                 id=f"{stack}-{queues}{'-prefixed' if prefix else ''}-{trial}")
+    for stack, (queues, prefix) in [(SQLITE_REDIS, ONE_QUEUE), (POSTGRES_RABBITMQ, ONE_QUEUE),
+                                    (SQLITE_REDIS, SEVERAL_QUEUES)]
+    for trial in range(WORKER_TRIALS)
 ]  # fmt: skip
 EVERYONE = {f"customer{n}@example.com" for n in range(CUSTOMERS)}
 
@@ -135,14 +138,19 @@ def test_a_pool_process_killed_at_a_random_moment_sends_nobody_two_emails(
     assert_exactly_once_outside_the_unknowns(notification, database, what)
 
 
-@pytest.mark.parametrize(("stack", "queues", "trial"), WHOLE_WORKER_TRIALS, indirect=["stack"])
+@pytest.mark.parametrize(
+    ("stack", "queues", "prefix", "trial"), WHOLE_WORKER_TRIALS, indirect=["stack"]
+)
 def test_a_whole_worker_killed_at_a_random_moment_sends_nobody_two_emails(
-    stack, queues, trial, notification, project_env, start_worker, broker, database
+    stack, queues, prefix, trial, notification, project_env, start_worker, broker, database
 ):
     # Redis gives the killed worker's messages back after the visibility timeout,
     # shortened here with the time limits it must exceed (RabbitMQ, at once).
     project_env.update(
-        CELERY_TASK_SOFT_TIME_LIMIT="2", CELERY_TASK_TIME_LIMIT="3", CELERY_VISIBILITY_TIMEOUT="4"
+        CELERY_TASK_SOFT_TIME_LIMIT="2",
+        CELERY_TASK_TIME_LIMIT="3",
+        CELERY_VISIBILITY_TIMEOUT="4",
+        CELERY_BROKER_KEY_PREFIX=prefix,
     )
     first = start_worker("first", "--concurrency=2", f"--queues={queues}")
     seed = f"whole-worker-{trial}"
@@ -154,13 +162,14 @@ def test_a_whole_worker_killed_at_a_random_moment_sends_nobody_two_emails(
 
     share = kill_at_a_random_moment(notification, seed, kill_the_whole_worker)
     first.popen.wait()
-    taken = [score for _, score in broker.zrange("unacked_index", 0, -1, withscores=True)]
+    index = f"{prefix}unacked_index"
+    taken = [score for _, score in broker.zrange(index, 0, -1, withscores=True)]
     if taken:  # Redis counts them as taken until their visibility timeout has passed
         wait_until(lambda: time.time() > max(taken) + 4, what="the visibility timeout")
     start_worker("second", "--concurrency=2", f"--queues={queues}")
     wait_until_done(database)
 
-    what = f"seed {seed!r}: the whole worker of {queues} killed after {share:.0%} of the emails"
+    what = f"seed {seed!r}: the whole worker of {queues} {prefix} killed after {share:.0%}"
     assert_exactly_once_outside_the_unknowns(notification, database, what)
 
 

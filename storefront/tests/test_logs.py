@@ -11,14 +11,16 @@ import re
 import socket
 import sys
 import threading
+from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import requests
+from celery.schedules import crontab
 
 from conftest import celery_call, queued_tasks, wait_until
 from harness.processes import free_port, manage
-from storefront.logs import logging_config
+from storefront.logs import in_whole_minutes, logging_config
 
 NOTIFY = "playground.tasks.notify_customers"
 FINISH = "playground.tasks.finish_notification"
@@ -245,6 +247,18 @@ class SentryStandIn(ThreadingHTTPServer):
     def received(self, text):
         return any(text.encode() in envelope for envelope in self.envelopes)
 
+    def check_ins(self):
+        """The cron monitors' check-ins received: (monitor, status) each."""
+        found = []
+        for envelope in self.envelopes:
+            # A header line, then each item: its header line, its payload line.
+            lines = envelope.split(b"\n")[1:]
+            for header, payload in zip(lines[::2], lines[1::2], strict=False):
+                if json.loads(header).get("type") == "check_in":
+                    check_in = json.loads(payload)
+                    found.append((check_in["monitor_slug"], check_in["status"]))
+        return found
+
 
 class EnvelopeHandler(BaseHTTPRequestHandler):
     def do_POST(self):
@@ -277,6 +291,37 @@ def test_an_error_in_a_task_reaches_sentry(sentry, project_env, database, start_
     celery_call(project_env, FINISH, MALFORMED_ID)
 
     wait_until(lambda: sentry.received("ValidationError"), what="the error's envelope at Sentry")
+
+
+def test_each_periodic_task_of_beat_reports_to_sentry_as_a_cron_monitor(
+    sentry, project_env, database, start_worker, start_beat
+):
+    # A mailing every minute: Sentry's crons count whole minutes (the outbox's relay,
+    # every 10 s, is left out).
+    project_env.update(
+        SENTRY_DSN=sentry.dsn(),
+        NOTIFY_CUSTOMERS_CRONTAB="* * * * *",
+        NOTIFY_CUSTOMERS_MESSAGE="Every minute",
+    )
+    start_worker()
+    beat = start_beat()
+
+    # Beat says a run starts; the worker that ran it says how it went.
+    ran = {("scheduled_notification", "in_progress"), ("scheduled_notification", "ok")}
+    wait_until(lambda: ran <= set(sentry.check_ins()), 90, "the mailing's check-ins")
+    # Those run more often than a minute report nothing, nor warn at every run.
+    monitors = {monitor for monitor, _ in sentry.check_ins()}
+    assert monitors.isdisjoint({"relay_outbox", "notify_customers"})
+    assert "not supported by Sentry Crons" not in beat.log()
+
+
+@pytest.mark.parametrize(
+    ("schedule", "monitored"),
+    [(10.0, False), (60, True), (90, False), (3600.0, True), (timedelta(minutes=2), True),
+     (crontab(minute="*/5"), True)],
+)  # fmt: skip
+def test_only_what_runs_in_whole_minutes_is_a_cron_monitor(schedule, monitored):
+    assert in_whole_minutes(schedule) is monitored
 
 
 def test_with_sentry_dsn_a_management_command_has_a_sentry_client_too(sentry, project_env):
