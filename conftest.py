@@ -181,11 +181,11 @@ def call(project_env, message, **options):
     """Send notify_customers(message) to the processes' broker as `celery call` does,
     with its options. To a Redis, from this process: the same send_task, by an app
     configured from the same settings for Redis, without a command's second of
-    start-up. To RabbitMQ (or Sentinels), through `celery call` itself: its app is
-    configured for that broker (quorum queues, native delayed delivery), this
-    process's is not."""
+    start-up. To RabbitMQ (or Sentinels, or keys under a prefix), through `celery call`
+    itself: its app is configured for that broker (quorum queues, native delayed
+    delivery, the prefix), this process's is not."""
     task, url = "playground.tasks.notify_customers", project_env["CELERY_BROKER_URL"]
-    if urlsplit(url).scheme != "redis":
+    if urlsplit(url).scheme != "redis" or project_env.get("CELERY_BROKER_KEY_PREFIX"):
         celery_call(project_env, task, message, **options)
         return
     with celery_app.connection_for_write(url) as connection:
