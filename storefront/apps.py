@@ -2,6 +2,7 @@ from django.apps import AppConfig
 from django.conf import settings
 
 from storefront.logs import report_errors_to_sentry
+from storefront.tracing import trace_if_asked
 
 
 class StorefrontConfig(AppConfig):
@@ -12,3 +13,4 @@ class StorefrontConfig(AppConfig):
 
     def ready(self) -> None:
         report_errors_to_sentry(settings.SENTRY_DSN, settings.CELERY_BEAT_SCHEDULE)
+        trace_if_asked(settings.OTEL_EXPORTER_OTLP_ENDPOINT)

@@ -186,6 +186,9 @@ EMAIL_TIMEOUT = float(env("EMAIL_TIMEOUT", 10))
 LOG_FORMAT = env("LOG_FORMAT", "plain")
 LOGGING = logging_config(LOG_FORMAT, env("LOG_LEVEL", "INFO"))
 SENTRY_DSN = env("SENTRY_DSN", "")
+# An OpenTelemetry collector (OTLP over HTTP, e.g. http://collector:4318): each
+# notification is then one trace, from the page to its last task (storefront/tracing.py).
+OTEL_EXPORTER_OTLP_ENDPOINT = env("OTEL_EXPORTER_OTLP_ENDPOINT", "")
 
 # --- Celery -------------------------------------------------------------------
 # Read by storefront/celery.py through the CELERY_ namespace.
