@@ -148,9 +148,9 @@ def deliver(mailing: Mailing, customer: User) -> None:
     the handover and the outcome after it: sent, or failed for good."""
     notification = mailing.notification
     intent = Delivery(notification=notification, customer=customer, status=Delivery.Status.SENDING)
-    turn = sending_rate.Turn()
     try:
-        with turn:  # ended once the server has answered, or the handover failed
+        # The turn ends once the server has answered, or the handover failed.
+        with sending_rate.Turn() as turn:
             mailing.send_to(customer, before_handover=lambda: hand_over(turn, intent))
     except IntegrityError:
         return  # another run of this batch has this customer: theirs is the one email

@@ -6,7 +6,8 @@ each task the notification runs (notify_customers, every send_batch, then
 finish_notification) are spans of the request's trace, carried from process to
 process in the messages' headers. The exporter reads the rest of its configuration
 from the environment, as OpenTelemetry documents it (OTEL_SERVICE_NAME, OTEL_*_HEADERS
-...). Unset: nothing of OpenTelemetry is imported."""
+...). Unset: neither the instrumentation nor the exporter is imported (redis-py imports
+OpenTelemetry's API itself whenever it is installed)."""
 
 import os
 

@@ -41,7 +41,7 @@ def env_list(name: str, default: object = None) -> list[str]:
 def env_count(name: str) -> int | None:
     """A whole number above zero, None when unset; anything else stops the process at
     start."""
-    value = os.environ.get(name, "").strip()
+    value = env(name, "").strip()
     if not value:
         return None
     if not value.isdigit() or int(value) == 0:
