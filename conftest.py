@@ -73,6 +73,7 @@ from harness.processes import (
     project_env_for,
     redis_env,
     worker_answers,
+    worker_command,
 )
 from harness.stack import Stack, build_images, why_podman_cannot_run
 from harness.waiting import wait_until
@@ -165,6 +166,12 @@ class TaskQueue:
 @pytest.fixture
 def task_queue(project_env):
     return TaskQueue(project_env)
+
+
+@pytest.fixture
+def mail_queue(project_env):
+    """The queue of the emails' batches."""
+    return TaskQueue(project_env, settings.MAIL_QUEUE)
 
 
 def celery_call(project_env, task, *args, **options):
@@ -390,8 +397,7 @@ def start_worker_on(start, project_env, network):
 
     def start_worker_on(name, *options, host=None):
         host = host or network.host(name)
-        hostname = f"{name}@{socket.gethostname()}"
-        argv = [*procfile_command("worker"), f"--hostname={hostname}", *options]
+        hostname, argv = worker_command(name, *options)
         worker = start(
             name, host.command(argv), ready=lambda: worker_answers(project_env, hostname)
         )
@@ -497,8 +503,7 @@ def start_worker(start, project_env):
     """Start a Celery worker as the Procfile does, with extra options (e.g. --concurrency=1)."""
 
     def start_worker(name="worker", *options):
-        hostname = f"{name}@{socket.gethostname()}"
-        argv = [*procfile_command("worker"), f"--hostname={hostname}", *options]
+        hostname, argv = worker_command(name, *options)
         return start(name, argv, ready=lambda: worker_answers(project_env, hostname))
 
     return start_worker

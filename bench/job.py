@@ -8,6 +8,7 @@ per email, which the senders share the machine's cores with."""
 
 import time
 import uuid
+from contextlib import contextmanager
 
 from aiosmtpd.controller import Controller
 from django.conf import settings
@@ -41,12 +42,21 @@ class Sink:
         return "250 OK"
 
 
-def notification(stage):
+@contextmanager
+def smtp_sink(stage):
+    """A Sink served in this process on a free port, where the stage's processes send."""
     sink, port = Sink(), free_port()
     controller = Controller(sink, hostname="127.0.0.1", port=port)
     controller.start()
     stage.env.update(EMAIL_HOST="127.0.0.1", EMAIL_PORT=str(port))
     try:
+        yield sink, port
+    finally:
+        controller.stop()
+
+
+def notification(stage):
+    with smtp_sink(stage) as (sink, port):
         seed_to(stage, CUSTOMERS)
         email = stage.dir / "email.eml"
         email.write_bytes(as_sent(sink, port, customers().first()))
@@ -76,8 +86,6 @@ def notification(stage):
             )
         heading = f"CPU per email of the SMTP server (aiosmtpd, in this process), {stage.stack}:"
         return [*rows, {"detail": "\n".join([heading, *servers])}]
-    finally:
-        controller.stop()
 
 
 def per(seconds):

@@ -16,6 +16,9 @@ PROFILED = 500
 MESSAGES = 4000
 ROUNDS = 3
 ROUND_TRIPS = 300
+# The Procfile's worker, of the queue these tasks go to (not the mail queue beside it):
+# it waits on its one list with the transport's move itself.
+PROCFILE_WORKER = "--queues=celery"
 
 
 def delay_cost(stage):
@@ -65,7 +68,9 @@ def throughput(stage, variants):
     floor, floor_cpu = drains(stage, lambda: stage.floor("drain", stage.redis.url(1), MESSAGES))
     rows, rates = [], []
     for label, concurrency, options in variants:
-        rate, cpu = drains(stage, lambda c=concurrency, o=options: stage.worker(c, *o))
+        rate, cpu = drains(
+            stage, lambda c=concurrency, o=options: stage.worker(c, PROCFILE_WORKER, *o)
+        )
         rows += [
             row(f"worker throughput, {label}", median(rate), median(floor), "tasks/s"),
             row(
@@ -113,7 +118,7 @@ def latency(stage):
     """Seconds from .delay() to the task starting on an idle worker, against LPUSH to
     a raw BRPOP consumer; and how much of it the sending process spends before the
     message is on its way."""
-    stage.worker(1)
+    stage.worker(1, PROCFILE_WORKER)
     worker, worker_sends = samples(stage, lambda: stamp.delay(time.time()))
     stage.stop_all()
     stage.floor("echo", stage.redis.url(1), ROUND_TRIPS)

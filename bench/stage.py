@@ -4,7 +4,6 @@ cache), and the project's processes started as the Procfile starts them, pointed
 them."""
 
 import shutil
-import socket
 import sys
 import tempfile
 from pathlib import Path
@@ -21,9 +20,9 @@ from harness.processes import (
     ProjectProcess,
     free_port,
     manage,
-    procfile_command,
     project_env_for,
     worker_answers,
+    worker_command,
 )
 from storefront.settings.environment import BROKER_DB
 
@@ -56,16 +55,15 @@ class Stage:
             process.wait_for(ready, timeout=60)
         return process
 
-    def worker(self, concurrency=None, *options):
-        """A worker as the Procfile starts it, with the benchmark's tasks loaded; the
-        project's default concurrency unless told."""
+    def worker(self, concurrency=None, *options, env=None):
+        """A worker as the Procfile starts it, of both queues unless told (`options`),
+        with the benchmark's tasks loaded; the project's default concurrency unless told."""
         name = f"bench{len(self.processes)}"
-        hostname = f"{name}@{socket.gethostname()}"
-        argv = [*procfile_command("worker"), "-I", "bench.tasks", f"--hostname={hostname}"]
+        hostname, argv = worker_command(name, "-I", "bench.tasks", *options)
         if concurrency:
             argv.append(f"--concurrency={concurrency}")
-        worker = self.start(name, argv + list(options))
-        worker.wait_until(lambda: worker_answers(self.env, hostname), timeout=60)
+        worker = self.start(name, argv, env=env)
+        worker.wait_until(lambda: worker_answers(env or self.env, hostname), timeout=60)
         return worker
 
     def floor(self, mode, target, count, *more, name=None):

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import redis
 from celery import Celery
+from django.conf import settings
 from kombu.exceptions import OperationalError
 
 from harness.waiting import NotYet, wait_until
@@ -68,6 +69,15 @@ def procfile_command(process):
         if name.strip() == process:
             return shlex.split(command)
     raise KeyError(process)
+
+
+def worker_command(name, *options):
+    """(node name, argv) of the Procfile's worker as node `name`, consuming every task
+    queue, as the course's `celery -A storefront worker` does, unless `options` name
+    their own (`--queues=mail`: the last one given counts)."""
+    hostname = f"{name}@{socket.gethostname()}"
+    queues = f"--queues={','.join(settings.TASK_QUEUES)}"
+    return hostname, [*procfile_command("worker"), queues, f"--hostname={hostname}", *options]
 
 
 def redis_env(redis_server):

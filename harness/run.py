@@ -16,8 +16,8 @@ is that process's (128 + N for a signal N, as a shell reports it). A stop asked 
 (Ctrl-C, SIGTERM, SIGHUP) that went through exits with 0: the processes did what was
 asked, and `make run` prints no "Error 130" under the last lines of the log.
 
-A change to a Python file of the project restarts the worker and Beat, as `runserver`
-restarts itself: each is stopped as at a Ctrl-C (the worker's warm shutdown lets its
+A change to a Python file of the project restarts the workers and Beat, as `runserver`
+restarts itself: each is stopped as at a Ctrl-C (a worker's warm shutdown lets its
 running tasks finish) and started again. watchfiles watches the folders of the
 project's code (RELOAD_WATCH names another: the tests' own); the environment, the
 Procfile and the installed packages are read at start only.
@@ -63,7 +63,7 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 NAME = "run"
 # The processes that run the project's code without reloading it themselves, and the
 # folders of that code.
-RELOADED = ("worker", "beat")
+RELOADED = ("worker", "mailer", "beat")
 WATCHED = [BASE_DIR / "storefront", BASE_DIR / "playground", BASE_DIR / "guarantees"]
 
 

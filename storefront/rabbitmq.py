@@ -1,6 +1,6 @@
 """What RabbitMQ does better than Redis, when CELERY_BROKER_URL is amqp:// (settings).
 
-The task queue is a quorum queue: replicated on a majority of the cluster's nodes,
+Each task queue is a quorum queue: replicated on a majority of the cluster's nodes,
 it gives a message back the moment the connection of the worker holding it drops (no
 visibility timeout to wait out), and it counts deliveries. A message delivered more
 than CELERY_TASK_MAX_DELIVERIES times without being settled is dead-lettered to
@@ -11,14 +11,14 @@ from typing import Any
 
 from kombu import Exchange, Queue
 
-TASK_QUEUE = "celery"
 DEAD_LETTER_QUEUE = "celery.dead"
 
 
-def task_queues(max_deliveries: int) -> list[Queue]:
+def task_queues(names: list[str], max_deliveries: int) -> list[Queue]:
+    """The queues of these names (the first is Celery's default queue), on one exchange."""
     # A topic exchange: Celery's native delayed delivery, which keeps countdowns in
     # RabbitMQ instead of in a worker's memory, binds only to those.
-    exchange = Exchange(TASK_QUEUE, type="topic")
+    exchange = Exchange(names[0], type="topic")
     arguments: dict[str, object] = {
         "x-queue-type": "quorum",
         # The default exchange routes by queue name.
@@ -32,7 +32,7 @@ def task_queues(max_deliveries: int) -> list[Queue]:
     }
     if max_deliveries:  # 0: RabbitMQ's own default
         arguments["x-delivery-limit"] = max_deliveries
-    return [Queue(TASK_QUEUE, exchange, routing_key=TASK_QUEUE, queue_arguments=arguments)]
+    return [Queue(name, exchange, routing_key=name, queue_arguments=arguments) for name in names]
 
 
 def dead_letter_queue() -> Queue:

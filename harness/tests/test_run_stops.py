@@ -87,7 +87,7 @@ def make_run(project_env, tmp_path):
             beat_runs
             and all(port_open(port) for port in ports.values())
             and requests.get(flower_url, timeout=5).ok
-            and worker_answers(project_env, f"celery@{socket.gethostname()}")
+            and workers_answer(project_env)
         )
 
     def start():
@@ -115,6 +115,14 @@ def make_run(project_env, tmp_path):
         print(log_path.read_text()[-8000:])  # shown when the test fails
 
 
+def workers_answer(project_env):
+    """Whether both of the Procfile's workers (worker, mailer) answer."""
+    return all(
+        worker_answers(project_env, f"{name}@{socket.gethostname()}")
+        for name in ("celery", "mailer")
+    )
+
+
 def test_one_ctrl_c_stops_every_process_cleanly_and_the_running_batch_finishes(
     make_run, project_env, seed_customers, smtp_server, database
 ):
@@ -127,8 +135,9 @@ def test_one_ctrl_c_stops_every_process_cleanly_and_the_running_batch_finishes(
     processes = {pid: started_at(pid) for pid in descendants(run.pid)}
 
     os.killpg(run.pid, signal.SIGINT)  # Ctrl-C
-    # Only the worker knows it has stopped taking messages; it says so in its log.
-    wait_until(lambda: "Warm shutdown" in log.read_text(), what="the worker's warm shutdown")
+    # Only a worker knows it has stopped taking messages; each says so in its log.
+    warm = lambda: log.read_text().count("Warm shutdown") >= 2  # noqa: E731
+    wait_until(warm, what="the warm shutdown of worker and mailer")
     smtp_server.release()
 
     assert run.wait(timeout=60) == 0  # stopped as asked: make prints no error
@@ -150,27 +159,27 @@ def main_processes(run, command):
     return {pid for pid, parent in parents.items() if parent not in parents}
 
 
-def test_a_changed_python_file_restarts_the_worker_and_beat_and_one_ctrl_c_still_stops_all(
+def test_a_changed_python_file_restarts_the_workers_and_beat_and_one_ctrl_c_still_stops_all(
     make_run, project_env, seed_customers, smtp_server, tmp_path, database
 ):
     project_env.update(RELOAD_WATCH=str(tmp_path), NOTIFY_CUSTOMERS_EVERY="3600")
     seed_customers(3)
     run, log = make_run()
-    worker, beat = main_processes(run, "worker"), main_processes(run, "beat")
-    assert len(worker) == len(beat) == 1
+    workers, beat = main_processes(run, "worker"), main_processes(run, "beat")
+    assert (len(workers), len(beat)) == (2, 1)  # worker and mailer; Beat
 
     (tmp_path / "tasks.py").write_text("# changed\n")
 
     def restarted():
-        now_worker, now_beat = main_processes(run, "worker"), main_processes(run, "beat")
+        now_workers, now_beat = main_processes(run, "worker"), main_processes(run, "beat")
         return (
-            len(now_worker) == len(now_beat) == 1
-            and not now_worker & worker
+            (len(now_workers), len(now_beat)) == (2, 1)
+            and not now_workers & workers
             and not now_beat & beat
-            and worker_answers(project_env, f"celery@{socket.gethostname()}")
+            and workers_answer(project_env)
         )
 
-    wait_until(restarted, 60, what="a new worker and a new Beat")
+    wait_until(restarted, 60, what="new workers and a new Beat")
     call(project_env, "After the reload")
     wait_until_done(database)
     assert deliveries(database) == {"sent": 3}

@@ -38,10 +38,11 @@ CUSTOMERS = 300
 # A few per kind keep the file near a minute; docs/reliability.md's rate comes from more.
 TRIALS = os.environ.get("EXACTLY_ONCE_TRIALS")
 POOL_TRIALS = WORKER_TRIALS = int(TRIALS) if TRIALS else 3
-# The worker's queues and the prefix of every broker key (CELERY_BROKER_KEY_PREFIX). A
-# worker of several queues takes another way on Redis (celery_guarantees: a script over
-# its lists, bells to wait on), killed as often, with its keys prefixed.
-ONE_QUEUE, SEVERAL_QUEUES = ("celery", ""), ("celery,spare", "shop:")
+# The killed worker's queues and the prefix of every broker key (CELERY_BROKER_KEY_PREFIX):
+# the mail worker (the Procfile's mailer, beside a worker of the other queue, which
+# lives), or a worker of both queues, which takes another way on Redis (celery_guarantees:
+# a script over its lists, bells to wait on), killed as often, with its keys prefixed.
+ONE_QUEUE, SEVERAL_QUEUES = ("mail", ""), ("celery,mail", "shop:")
 WHOLE_WORKER_TRIALS = [
     pytest.param(stack, queues, prefix, trial,
                  id=f"{stack}-{queues}{'-prefixed' if prefix else ''}-{trial}")
@@ -152,6 +153,8 @@ def test_a_whole_worker_killed_at_a_random_moment_sends_nobody_two_emails(
         CELERY_VISIBILITY_TIMEOUT="4",
         CELERY_BROKER_KEY_PREFIX=prefix,
     )
+    if queues == "mail":
+        start_worker("worker", "--concurrency=1", "--queues=celery")
     first = start_worker("first", "--concurrency=2", f"--queues={queues}")
     seed = f"whole-worker-{trial}"
     call(project_env, "Killed at random")

@@ -244,7 +244,8 @@ def handed_to_a_worker_then_killed(message, broker, queue, project_env, start_wo
     project_env.update(
         CELERY_TASK_SOFT_TIME_LIMIT="2", CELERY_TASK_TIME_LIMIT="3", CELERY_VISIBILITY_TIMEOUT="4"
     )
-    first = start_worker("first", "--concurrency=1")
+    # A worker of this one queue, which it waits on with the move itself.
+    first = start_worker("first", "--concurrency=1", f"--queues={queue.split(':')[-1]}")
 
     def handed_to_the_frozen_worker():
         os.kill(first.popen.pid, signal.SIGSTOP)
@@ -274,7 +275,7 @@ def the_next_worker_sends_the_notification(inbox, start_worker, database):
 
 @pytest.mark.both_stacks
 def test_sigterm_lets_the_running_batch_finish_and_leaves_the_others_queued(
-    thirty_customers, project_env, start_worker, task_queue, database
+    thirty_customers, project_env, start_worker, mail_queue, database
 ):
     worker = start_worker("worker", "--concurrency=1")
     call(project_env, "Running at deploy")
@@ -287,12 +288,12 @@ def test_sigterm_lets_the_running_batch_finish_and_leaves_the_others_queued(
 
     assert worker.popen.wait(timeout=30) == 0
     assert deliveries(database) == {"sent": 10}
-    assert [name for name, _ in task_queue.take()] == ["playground.tasks.send_batch"] * 2
+    assert [name for name, _ in mail_queue.take()] == ["playground.tasks.send_batch"] * 2
 
 
 @pytest.mark.both_stacks
 def test_sigquit_gives_the_running_batch_its_soft_shutdown_then_requeues_it(
-    thirty_customers, project_env, start_worker, task_queue, database
+    thirty_customers, project_env, start_worker, mail_queue, database
 ):
     # The held SMTP answer outlasts the soft shutdown; the cut-off batch then gives up
     # on the server after EMAIL_TIMEOUT.
@@ -305,7 +306,7 @@ def test_sigquit_gives_the_running_batch_its_soft_shutdown_then_requeues_it(
     worker.popen.wait(timeout=30)
 
     assert "soft shutdown" in worker.log().lower()
-    assert task_queue.waiting() == 3
+    assert mail_queue.waiting() == 3
     thirty_customers.release()
     start_worker("second", "--concurrency=1")
     wait_until_done(database)

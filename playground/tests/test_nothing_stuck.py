@@ -18,6 +18,7 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg
 import pytest
 import requests
+from django.conf import settings
 
 from conftest import (
     POSTGRES_RABBITMQ,
@@ -133,9 +134,8 @@ def test_a_notification_whose_work_redis_lost_is_finished_and_the_next_one_runs(
     worker.popen.send_signal(signal.SIGTERM)
     smtp_server.release()
     worker.popen.wait(timeout=60)
-    assert [name for name, _ in queued_tasks(own_redis.client(1))].count(
-        "playground.tasks.send_batch"
-    ) == 2
+    waiting = queued_tasks(own_redis.client(1), settings.MAIL_QUEUE)
+    assert [name for name, _ in waiting] == ["playground.tasks.send_batch"] * 2
     own_redis.stop()
     shutil.rmtree(own_redis.data_dir)
     own_redis.start()

@@ -22,6 +22,7 @@ from celery import uuid
 from celery.utils.imports import symbol_by_name
 from celery_guarantees import delivery_counting
 from celery_guarantees.testing import KILLED, Worker, kill, requeued
+from django.conf import settings
 from django.core.cache import cache
 
 from conftest import (
@@ -177,9 +178,10 @@ def given_up(task_id=None, args=("a-notification", [1, 2])):
 
 
 def queued_ids(client):
+    """The task ids of the batches waiting on the mail queue."""
     return [
         re.search(rb'"id": "([^"]+)"', raw).group(1).decode()
-        for raw in client.lrange("celery", 0, -1)
+        for raw in client.lrange(settings.MAIL_QUEUE, 0, -1)
     ]
 
 
@@ -190,7 +192,7 @@ def test_replay_sends_it_once_under_its_own_task_id_and_removes_it(broker):
     assert poison.replay(record) is True
     assert poison.replay(record) is False  # replayed already: sent once
 
-    assert queued_tasks(broker) == [(SEND_BATCH, ["a-notification", [1, 2]])]
+    assert queued_tasks(broker, settings.MAIL_QUEUE) == [(SEND_BATCH, ["a-notification", [1, 2]])]
     assert queued_ids(broker) == [record.task_id]
     assert not PoisonMessage.objects.exists()
 
@@ -248,7 +250,8 @@ def sent_to(database, notification_id):
 
 
 def send_batches_in(client):
-    return [t for t in queued_tasks(client) + unacked_tasks(client) if t[0] == SEND_BATCH]
+    waiting = queued_tasks(client, settings.MAIL_QUEUE)
+    return [t for t in waiting + unacked_tasks(client) if t[0] == SEND_BATCH]
 
 
 def test_a_batch_that_kills_its_worker_process_on_every_delivery_is_given_up_and_replayed(

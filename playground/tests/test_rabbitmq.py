@@ -23,7 +23,7 @@ from conftest import (
     wait_until_done,
 )
 from playground.models import Notification, PoisonMessage
-from storefront.rabbitmq import DEAD_LETTER_QUEUE, TASK_QUEUE
+from storefront.rabbitmq import DEAD_LETTER_QUEUE
 from storefront.settings.environment import CACHE_DB
 
 rabbitmq_only = pytest.mark.parametrize("stack", [POSTGRES_RABBITMQ], indirect=True)
@@ -34,15 +34,16 @@ def vhost_of(project_env):
 
 
 @rabbitmq_only
-def test_the_task_queue_is_a_quorum_queue_with_a_delivery_limit(
+def test_each_task_queue_is_a_quorum_queue_with_a_delivery_limit(
     project_env, start_worker, rabbitmq_server
 ):
     start_worker()
 
-    queue = rabbitmq_server.queue(vhost_of(project_env), TASK_QUEUE)
-    assert queue["type"] == "quorum"
-    assert queue["arguments"]["x-delivery-limit"] == 5
-    assert queue["arguments"]["x-dead-letter-routing-key"] == DEAD_LETTER_QUEUE
+    for name in ("celery", "mail"):
+        queue = rabbitmq_server.queue(vhost_of(project_env), name)
+        assert queue["type"] == "quorum"
+        assert queue["arguments"]["x-delivery-limit"] == 5
+        assert queue["arguments"]["x-dead-letter-routing-key"] == DEAD_LETTER_QUEUE
     assert rabbitmq_server.queue(vhost_of(project_env), DEAD_LETTER_QUEUE)["type"] == "quorum"
 
 

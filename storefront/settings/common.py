@@ -312,12 +312,22 @@ if any(is_sentinel(url) for url in (CELERY_BROKER_URL, CELERY_RESULT_BACKEND)):
     # kombu and Celery ask the Sentinels for the primary of this name.
     CELERY_BROKER_TRANSPORT_OPTIONS["master_name"] = REDIS_SENTINEL_MASTER
     CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS["master_name"] = REDIS_SENTINEL_MASTER
+# Two queues. The emails' batches go to `mail`, everything else to the course's
+# `celery`: a mailing keeps its workers busy for minutes, and the relay, the reaper and
+# the notification's own start and finish wait behind none of it. A worker started as
+# the course starts it (`celery -A storefront worker`) consumes both; the Procfile and
+# compose run a worker for each (-Q).
+CELERY_TASK_DEFAULT_QUEUE = "celery"
+MAIL_QUEUE = "mail"
+TASK_QUEUES = [CELERY_TASK_DEFAULT_QUEUE, MAIL_QUEUE]
+CELERY_TASK_QUEUES: object = {name: {"routing_key": name} for name in TASK_QUEUES}
+CELERY_TASK_ROUTES = {"playground.tasks.send_batch": {"queue": MAIL_QUEUE}}
 if BROKER_IS_RABBITMQ:
     # Quorum queues with a delivery limit and a dead-letter queue (storefront/rabbitmq.py).
     # Countdowns (retries' backoff, the one-active rule's retry) wait in RabbitMQ's
     # delay queues (native delayed delivery): with quorum queues a worker cannot raise
     # its prefetch for them, so a countdown it held would hold up the work behind it.
-    CELERY_TASK_QUEUES = task_queues(TASK_MAX_DELIVERIES)
+    CELERY_TASK_QUEUES = task_queues(TASK_QUEUES, TASK_MAX_DELIVERIES)
     CELERY_TASK_DEFAULT_QUEUE_TYPE = "quorum"
     CELERY_TASK_DEFAULT_EXCHANGE_TYPE = "topic"
     CELERY_BROKER_TRANSPORT_OPTIONS = {

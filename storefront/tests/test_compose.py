@@ -32,12 +32,17 @@ from storefront.settings.environment import BROKER_DB, CACHE_DB
 
 COMPOSE_FILE = BASE_DIR / "docker-compose.yml"
 ENV_EXAMPLE = BASE_DIR / ".env.example"
-SERVICE_OF_PROCESS = {"worker": "celery", "beat": "celery-beat", "flower": "flower"}
+SERVICE_OF_PROCESS = {
+    "worker": "celery",
+    "mailer": "celery-mail",
+    "beat": "celery-beat",
+    "flower": "flower",
+}
 # The web serves with gunicorn in compose, and smtp4dev (under the mailcatcher profile)
 # catches the mail there.
 SERVICE_OF_EVERY_PROCESS = {**SERVICE_OF_PROCESS, "web": "web", "mail": "smtp4dev"}
 # The services running the project's code, from the one image.
-APP_SERVICES = ("web", "celery", "celery-beat", "flower")
+APP_SERVICES = ("web", "celery", "celery-mail", "celery-beat", "flower")
 # What every stack runs, whatever its profiles.
 WITHOUT_PROFILES = (*APP_SERVICES, "proxy", "redis", "db")
 
@@ -133,8 +138,9 @@ def test_compose_has_exactly_one_beat(services):
     assert "replicas" not in beats[0].get("deploy", {})
 
 
-def test_compose_lets_a_deploy_wait_for_the_longest_task(services):
-    grace = services["celery"]["stop_grace_period"]
+@pytest.mark.parametrize("worker", ["celery", "celery-mail"])
+def test_compose_lets_a_deploy_wait_for_the_longest_task(services, worker):
+    grace = services[worker]["stop_grace_period"]
     assert float(grace.removesuffix("s")) > settings.CELERY_TASK_TIME_LIMIT
 
 
