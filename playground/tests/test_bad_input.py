@@ -1,12 +1,13 @@
-"""Bad input never stops a worker. Bytes pushed onto the `celery` list that are no
-message (celery_guarantees/redis_transport.py) are set aside in `celery.malformed` with
-one log line, while a real notification has batches in flight: the worker, its pool
-processes and its batches go on, every customer gets one email, and a task sent
-afterwards runs."""
+"""Bad input never stops a worker. Bytes pushed onto a queue's list that are no message
+(celery_guarantees/redis_transport.py) are set aside in `<queue>.malformed` with one log
+line, while a real notification has batches in flight: the worker, its pool processes
+and its batches go on, every customer gets one email, and a task sent afterwards runs.
+On `celery` with a worker of both queues, and on `mail` with the mail worker."""
 
 import json
 
 import pytest
+from django.conf import settings
 
 from conftest import (
     call,
@@ -44,14 +45,18 @@ BAD_BYTES = {
     # the running batches and got it back again, forever.
     "headers without a task id": lambda message: without(message, "headers", "id"),
 }
+SPOILED = [
+    *(pytest.param(spoil, "celery", id=name) for name, spoil in BAD_BYTES.items()),
+    pytest.param(BAD_BYTES["not JSON"], "mail", id="not JSON, for the mail worker"),
+]
 
 
 def recipients(inbox):
     return sorted(message["To"] for message in inbox.messages)
 
 
-def set_aside_lines(worker):
-    return [line for line in worker.log().splitlines() if "celery.malformed" in line]
+def set_aside_lines(worker, queue):
+    return [line for line in worker.log().splitlines() if f"{queue}.malformed" in line]
 
 
 @pytest.fixture
@@ -61,37 +66,43 @@ def a_message(broker):
 
 
 @pytest.fixture
-def batches_in_flight(project_env, seed_customers, smtp_server, start_worker, database):
+def batches_in_flight(queue, project_env, seed_customers, smtp_server, start_worker, database):
     """A worker with four pool processes, three of them each sending one batch of a
     notification to 30 customers, held by the SMTP server; the fourth waits for a
-    message. Returns the worker."""
+    message from `queue`. A worker of both queues, or for the mail queue the mail worker
+    (beside a worker of the other). Returns the worker."""
     project_env["NOTIFY_BATCH_SIZE"] = "10"
     seed_customers(30)
     smtp_server.hold_at = 4
-    worker = start_worker("worker", "--concurrency=4")
+    if queue == settings.MAIL_QUEUE:
+        start_worker("worker", "--concurrency=1", "--queues=celery")
+        worker = start_worker("mailer", "--concurrency=4", "--queues=mail")
+    else:
+        worker = start_worker("worker", "--concurrency=4")
     call(project_env, "Sent around bad bytes")
     smtp_server.wait_until_holding(connections=3)
     return worker
 
 
-@pytest.mark.parametrize("spoil", BAD_BYTES.values(), ids=BAD_BYTES.keys())
+@pytest.mark.parametrize(("spoil", "queue"), SPOILED)
 def test_bad_bytes_are_set_aside_and_the_worker_and_its_running_batches_go_on(
-    spoil, a_message, batches_in_flight, smtp_server, project_env, broker, database
+    spoil, queue, a_message, batches_in_flight, smtp_server, project_env, broker, database
 ):
     worker = batches_in_flight
     pool = pool_processes(worker)
     bad = spoil(a_message)
 
-    broker.lpush("celery", bad)
+    broker.lpush(queue, bad)
 
-    wait_until(lambda: broker.lrange("celery.malformed", 0, -1) == [bad], what="bytes set aside")
-    assert broker.llen("celery.taking") == 0  # moved off it as they were set aside
+    set_aside = lambda: broker.lrange(f"{queue}.malformed", 0, -1) == [bad]  # noqa: E731
+    wait_until(set_aside, what="bytes set aside")
+    assert broker.llen(f"{queue}.taking") == 0  # moved off it as they were set aside
     # Written once the bytes are safe in Redis.
-    wait_until(lambda: set_aside_lines(worker), what="the line that says so")
+    wait_until(lambda: set_aside_lines(worker, queue), what="the line that says so")
     assert worker.popen.poll() is None
     assert pool_processes(worker) == pool
-    [line] = set_aside_lines(worker)
-    assert "queue 'celery'" in line
+    [line] = set_aside_lines(worker, queue)
+    assert f"queue '{queue}'" in line
     assert f"({len(bad)} bytes: {bad[:60]!r})" in line
 
     smtp_server.release()
@@ -107,8 +118,8 @@ def test_bad_bytes_are_set_aside_and_the_worker_and_its_running_batches_go_on(
     assert "Connection to broker lost" not in log
     assert "Restoring" not in log
     assert "Traceback" not in log
-    assert len(set_aside_lines(worker)) == 1
-    assert broker.llen("celery.malformed") == 1
+    assert len(set_aside_lines(worker, queue)) == 1
+    assert broker.llen(f"{queue}.malformed") == 1
 
 
 @pytest.mark.parametrize(
