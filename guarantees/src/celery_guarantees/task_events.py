@@ -9,7 +9,8 @@ They were the largest part of a short task's cost (README, *What it costs*;
 docs/celery-task-events-one-publish-each.md). This consumer step (Celery's extension
 point for the worker's consumer) defers the flush instead; Celery's own buffer limit
 (24 events) still flushes a full buffer at once, and the step flushes what is left
-whenever the consumer stops or restarts."""
+whenever the consumer stops or restarts. Upstream, the same as a setting:
+patches/celery-5.7.0-task-events-flush-interval.patch."""
 
 from collections.abc import Callable
 from typing import Any
