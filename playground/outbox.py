@@ -7,7 +7,9 @@ process killed in between, or a broker that cannot take it (down, or hung), leav
 row, and Beat's relay_outbox publishes it. Tasks whose base class is OutboxTask are
 sent through it by `.delay()` and `.apply_async()`, as the course writes them.
 
-A kept message keeps its task id, so a task can tell a relayed message from a new one."""
+A kept message keeps its task id, so a task can tell a relayed message from a new one,
+and its caller's trace (storefront/tracing.py), so a relayed notification is still one
+trace from the page that started it."""
 
 import logging
 import math
@@ -19,6 +21,7 @@ from celery.result import AsyncResult
 from celery.utils import uuid
 from django.db import transaction
 from kombu.exceptions import OperationalError
+from opentelemetry import context, propagate
 
 from .models import OutboxMessage
 
@@ -47,6 +50,8 @@ class OutboxTask(Task):
 
 # How a message is published, not what it is: the relay publishes with its own.
 PUBLISHING_OPTIONS = {"producer", "connection", "retry", "retry_policy"}
+# Kept beside the options: the caller's trace context (W3C headers), none untraced.
+TRACE = "trace"
 
 
 def enqueue(
@@ -64,6 +69,10 @@ def enqueue(
         for name, value in (options or {}).items()
         if name not in PUBLISHING_OPTIONS and name not in ("eta", "countdown", "expires")
     }
+    trace: dict[str, str] = {}
+    propagate.inject(trace)  # nothing unless this process traces (OpenTelemetry's API)
+    if trace:
+        kept[TRACE] = trace
     message = OutboxMessage.objects.create(
         task_id=task_id,
         task=task,
@@ -121,8 +130,15 @@ def publish(message: OutboxMessage) -> bool:
             if not rows.filter(pk=message.pk).values_list("pk"):
                 return True  # another relay took it, or is taking it
             OutboxMessage.objects.filter(pk=message.pk).delete()
-            task_id = str(message.task_id)
-            send(message.task, message.args, message.kwargs, task_id, **message.options)
+            options = dict(message.options)
+            trace = options.pop(TRACE, None)
+            # Published in its caller's trace, whoever publishes it (the relay too).
+            token = context.attach(propagate.extract(trace)) if trace else None
+            try:
+                send(message.task, message.args, message.kwargs, str(message.task_id), **options)
+            finally:
+                if token is not None:
+                    context.detach(token)
     except OperationalError as error:
         logger.warning("Broker unavailable (%s): kept %s in the outbox", error, message)
         return False

@@ -4,7 +4,9 @@ OpenTelemetry's Django and Celery instrumentation: the page's request, the publi
 from the outbox (Celery's apply_async, in the request as its transaction commits), and
 each task the notification runs (notify_customers, every send_batch, then
 finish_notification) are spans of the request's trace, carried from process to
-process in the messages' headers. The exporter reads the rest of its configuration
+process in the messages' headers; a message the outbox kept (the broker was away)
+keeps the request's trace context, and the relay publishes it in that trace
+(playground/outbox.py). The exporter reads the rest of its configuration
 from the environment, as OpenTelemetry documents it (OTEL_SERVICE_NAME, OTEL_*_HEADERS
 ...). Unset: neither the instrumentation nor the exporter is imported (redis-py imports
 OpenTelemetry's API itself whenever it is installed)."""

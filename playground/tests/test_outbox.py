@@ -6,6 +6,7 @@ from uuid import UUID
 
 import pytest
 from django.db import transaction
+from opentelemetry.sdk.trace import TracerProvider
 
 from conftest import queued_tasks
 from playground import outbox
@@ -112,3 +113,17 @@ def test_a_delay_goes_out_in_whole_seconds_and_a_moment_passed_goes_out_at_once(
     assert outbox.whole_seconds({"eta": soon.isoformat()}) == {"countdown": 1}
     assert outbox.whole_seconds({"eta": soon}) == {"countdown": 1}
     assert outbox.whole_seconds({"eta": passed.isoformat(), "countdown": 0}) == {}
+
+
+def test_a_kept_message_keeps_its_callers_trace_context_and_an_untraced_one_none():
+    outbox.enqueue(notify_customers.name, ["Untraced"], "6f1c8a52-0000-4000-8000-000000000031")
+    with TracerProvider().get_tracer(__name__).start_as_current_span("the page") as page:
+        outbox.enqueue(notify_customers.name, ["Traced"], "6f1c8a52-0000-4000-8000-000000000032")
+
+    untraced, traced = OutboxMessage.objects.order_by("id")
+    assert outbox.TRACE not in untraced.options
+    _version, trace_id, span_id, _flags = traced.options[outbox.TRACE]["traceparent"].split("-")
+    assert (trace_id, span_id) == (
+        format(page.get_span_context().trace_id, "032x"),
+        format(page.get_span_context().span_id, "016x"),
+    )
