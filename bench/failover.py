@@ -10,7 +10,6 @@ or, the counter lost, by Beat's reaper.
 Not a ratio against a baseline: counts, and the failover's time, per trial."""
 
 import random
-import socket
 import threading
 import time
 from collections import Counter
@@ -22,7 +21,13 @@ from celery import Celery
 from bench.job import seed_to
 from harness.localredis import RedisWithSentinels
 from harness.network import Network
-from harness.processes import free_port, procfile_command, production, worker_answers
+from harness.processes import (
+    free_port,
+    procfile_command,
+    production,
+    worker_answers,
+    worker_command,
+)
 from harness.waiting import wait_until
 from playground.models import Delivery, Notification
 from playground.services import customers
@@ -90,8 +95,8 @@ def failovers(stage):
 
 def start_on_hosts(stage, network, env, redis):
     for n in (1, 2):
-        host, hostname = network.host(f"worker{n}"), f"failover{n}@{socket.gethostname()}"
-        argv = [*procfile_command("worker"), f"--hostname={hostname}", "--concurrency=2"]
+        host = network.host(f"worker{n}")
+        hostname, argv = worker_command(f"failover{n}", "--concurrency=2")
         worker = stage.start(hostname, host.command(argv), env=env)
         worker.wait_until(lambda h=hostname: worker_answers(env, h), timeout=60)
     beat = stage.start("beat", network.host("beat").command(procfile_command("beat")), env=env)

@@ -8,7 +8,6 @@ workers' CPU per email (user + system time of every worker process over the run,
 divided by the emails) does not depend on how many cores are free: what N machines
 would each spend."""
 
-import socket
 import time
 
 from aiosmtpd.controller import Controller
@@ -18,7 +17,7 @@ from bench.job import CUSTOMERS, Sink, counted, seed_to
 from bench.stage import cpu_seconds, row
 from harness.localredis import LocalRedis
 from harness.network import Network
-from harness.processes import free_port, procfile_command, redis_env, worker_answers
+from harness.processes import free_port, redis_env, worker_answers, worker_command
 from harness.waiting import wait_until
 from playground.models import Notification
 
@@ -59,8 +58,7 @@ def timed_on(stage, env, hosts):
     workers spent meanwhile, with one idle worker on each host."""
     workers = []
     for host in hosts:
-        hostname = f"bench-{host.name}@{socket.gethostname()}"
-        argv = [*procfile_command("worker"), f"--hostname={hostname}"]
+        hostname, argv = worker_command(f"bench-{host.name}")
         argv.append(f"--concurrency={PROCESSES_PER_HOST}")
         worker = stage.start(hostname, host.command(argv), env=env)
         worker.wait_until(lambda h=hostname: worker_answers(env, h), timeout=60)
