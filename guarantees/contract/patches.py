@@ -1,7 +1,9 @@
 """The upstream patches (guarantees/patches/), checked against the sdist of the installed
 kombu or Celery, each on a copy of its own: its tests alone must fail (they test the
 change, not what was there), and with its change they must pass, with every other test
-of the files it touches. Part of the contract lane (`make test-contract`).
+of the files it touches. Each file runs in a process of its own (kombu's unit tests
+replace its poller for good), integration tests on a throwaway Redis. Part of the
+contract lane (`make test-contract`).
 
 A patch is named `<project>-<version>-<what>.patch` (git format-patch, against that
 release's tree); made for another version than the one installed, it is reported, to be
@@ -16,6 +18,9 @@ from importlib.metadata import version
 from pathlib import Path
 
 from contract import WORK, pytest_argv, sdist
+
+from harness.localredis import LocalRedis
+from harness.processes import free_port
 
 PATCHES = Path(__file__).resolve().parent.parent / "patches"
 NAME = re.compile(r"^(?P<project>[a-z]+)-(?P<version>\d+\.\d+\.\d+)-")
@@ -44,11 +49,17 @@ def sdist_copy(project: str, tree: Path) -> Path:
     return tree
 
 
-def tests_pass(tree: Path, tests: list[str]) -> bool:
-    return subprocess.run(pytest_argv(tests), cwd=tree, capture_output=True).returncode == 0
+def tests_pass(tree: Path, tests: list[str], redis: LocalRedis) -> bool:
+    """Whether every one of these test files passes, each in a process of its own, kombu's
+    integration tests finding `redis` as they find Redis."""
+    env = {**os.environ, "REDIS_HOST": "127.0.0.1", "REDIS_6379_TCP": str(redis.port)}
+    return all(
+        subprocess.run(pytest_argv([test]), cwd=tree, env=env, capture_output=True).returncode == 0
+        for test in tests
+    )
 
 
-def check(patch: Path) -> str | None:
+def check(patch: Path, redis: LocalRedis) -> str | None:
     """What is wrong with `patch`, or None."""
     name = NAME.match(patch.name)
     if name is None:
@@ -61,16 +72,20 @@ def check(patch: Path) -> str | None:
         return "it has no test"
     tree = WORK / "patched" / patch.stem
     apply(patch, sdist_copy(project, tree), *tests)
-    if tests_pass(tree, tests):
+    if tests_pass(tree, tests, redis):
         return "its tests pass without its change: they do not test it"
     apply(patch, sdist_copy(project, tree))
-    if not tests_pass(tree, tests):
+    if not tests_pass(tree, tests, redis):
         return f"with its change, tests of {', '.join(tests)} fail"
     return None
 
 
 def main() -> int:
-    problems = {patch.name: check(patch) for patch in sorted(PATCHES.glob("*.patch"))}
+    redis = LocalRedis(free_port(), WORK / "redis-patches").start()
+    try:
+        problems = {patch.name: check(patch, redis) for patch in sorted(PATCHES.glob("*.patch"))}
+    finally:
+        redis.stop()
     for name, problem in problems.items():
         print(f"{name}: {problem or 'applies, its tests fail without it and pass with it'}")
     return 1 if any(problems.values()) else 0

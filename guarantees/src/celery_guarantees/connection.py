@@ -8,8 +8,9 @@ worker would go on with stock kombu after its first failover
 (docs/kombu-switch-drops-the-named-transport.md; upstream, the patch
 patches/kombu-5.7.0-switch-keeps-the-named-transport.patch). And a rediss:// URL without TLS
 options gets kombu's TLS defaults only when the URL names the transport: named by path,
-it would connect without TLS. Celery builds its connections from its AMQP class:
-`Celery(..., amqp="celery_guarantees.connection:AMQP")`."""
+it would connect without TLS (upstream, with the URL's scheme in `as_uri()`:
+patches/kombu-5.7.0-named-transport-keeps-the-urls-scheme.patch). Celery builds its
+connections from its AMQP class: `Celery(..., amqp="celery_guarantees.connection:AMQP")`."""
 
 import logging
 from ssl import CERT_NONE

@@ -73,7 +73,9 @@ class DeliveryCountingRequest(Request):
         super().__init_subclass__(**kwargs)
         # The worker does not run this class but a subclass Celery makes of it for each
         # task (celery.worker.request.create_request_cls), whose own execute_using_pool
-        # does not call this one: the count goes around that one too.
+        # does not call this one: the count goes around that one too. Upstream, Celery
+        # would call this one (patches/celery-5.7.0-custom-request-execute-using-pool.patch,
+        # docs/celery-poison-messages-come-back-forever.md), and this wrap could go.
         own = vars(cls).get("execute_using_pool")
         if own is not None:
             cls.execute_using_pool = counting(own)  # type: ignore[method-assign]

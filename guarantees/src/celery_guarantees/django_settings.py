@@ -3,7 +3,8 @@
 Pointed at `django.conf:settings` (as Celery's Django example does), Celery looks every
 setting up through Django's lazy settings object, trying two names in each of its maps
 on each lookup, a missing one raising inside Django each time: about a fifth of a
-`.delay()` (README, *What it costs*; docs/celery-reads-django-settings-lazily.md).
+`.delay()` (README, *What it costs*; docs/celery-reads-django-settings-lazily.md;
+upstream, Celery unwrapping them: patches/celery-5.7.0-django-settings-unwrapped.patch).
 
 The copy is taken from the same settings when Celery first loads its configuration, so
 `config_from_object("django.conf:settings")` means what it says. Like any Celery

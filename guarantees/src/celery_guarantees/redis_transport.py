@@ -14,6 +14,8 @@ queue by the workers' periodic restore (kombu's, every `unacked_restore_interval
 has been there longer than the visibility timeout, as kombu does for `unacked`. While
 messages wait (the record says how many), the next is taken and recorded in one script
 instead, in Redis and at once too: one round trip where BLMOVE and the record are two.
+(docs/kombu-redis-brpop-loses-a-message-taken-by-a-killed-worker.md; upstream, the take of
+a one-list consumer: patches/kombu-5.7.0-redis-take-with-blmove.patch.)
 
 Redis cannot wait on several lists without popping from them (BRPOP) nor move from one of
 several (BLMOVE takes one; redis/redis#1785). A worker of several lists (several queues,
@@ -213,7 +215,8 @@ class TakingQoS(redis.QoS):
         # command that records it as unacknowledged: one script where kombu's transaction
         # is four commands and five replies to read; with the acknowledgement's, nearly a
         # fifth of the worker's CPU for a short task
-        # (docs/kombu-redis-unacked-bookkeeping-in-transactions.md).
+        # (docs/kombu-redis-unacked-bookkeeping-in-transactions.md; upstream, kombu's own
+        # in a script: patches/kombu-5.7.0-unacked-bookkeeping-in-scripts.patch).
         taken = self.channel.taken
         if taken is None:
             super().append(message, delivery_tag)
@@ -491,7 +494,8 @@ class ShowsItsScheme:
     picks its broker client by that scheme, would know no broker. kombu lets a transport
     that parses its own URLs display them; this one has kombu parse them (the class says
     it cannot) and displays them itself (the instance says it can)
-    (docs/kombu-url-of-a-transport-named-by-path.md)."""
+    (docs/kombu-switch-drops-the-named-transport.md; upstream, kombu writes the URL's scheme:
+    patches/kombu-5.7.0-named-transport-keeps-the-urls-scheme.patch)."""
 
     client: Any
     scheme: str
