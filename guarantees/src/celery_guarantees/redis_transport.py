@@ -36,7 +36,8 @@ tasks and reconnects, and a message the consumer had taken comes back to fail ag
 Here such bytes are set aside, exactly as they were popped, in the Redis list
 `<queue>.malformed` (`celery.malformed`), logged in one line (queue, size, first bytes,
 what is wrong), and the worker goes on with the next message (README: how to read and
-replay them).
+replay them; docs/kombu-redis-bytes-that-are-no-message-stop-the-worker.md; upstream:
+patches/kombu-5.7.0-redis-sets-aside-bytes-that-are-no-message.patch).
 
 Every command without a client of its own (each publish, acknowledgement and task event)
 goes through one redis-py client per channel, where kombu builds a new one each time
