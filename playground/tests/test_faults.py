@@ -244,8 +244,8 @@ def handed_to_a_worker_then_killed(message, broker, queue, project_env, start_wo
     project_env.update(
         CELERY_TASK_SOFT_TIME_LIMIT="2", CELERY_TASK_TIME_LIMIT="3", CELERY_VISIBILITY_TIMEOUT="4"
     )
-    # A worker of this one queue, which it waits on with the move itself.
-    first = start_worker("first", "--concurrency=1", f"--queues={queue.split(':')[-1]}")
+    # A worker of the notification's one queue, which it waits on with the move itself.
+    first = start_worker("first", "--concurrency=1", "--queues=celery")
 
     def handed_to_the_frozen_worker():
         os.kill(first.popen.pid, signal.SIGSTOP)

@@ -5,7 +5,7 @@ them. Real workers, Beat and SMTP server; the mailing is held at the SMTP server
 
 import pytest
 
-from conftest import TaskQueue, call, deliveries, wait_until_done
+from conftest import call, deliveries, wait_until_done
 from harness.waiting import wait_until
 from playground.models import OutboxMessage
 from playground.tasks import purge_old_notifications
@@ -16,13 +16,14 @@ ONE_WORKER_OF_BOTH = "one worker of both queues"
 
 @pytest.mark.parametrize("workers", [WORKER_AND_MAILER, ONE_WORKER_OF_BOTH])
 def test_beats_relay_runs_on_time_while_the_mail_worker_is_saturated(
-    workers, project_env, thirty_customers, start_worker, start_beat, database
+    workers, project_env, thirty_customers, start_worker, start_beat, task_queue, database
 ):
     project_env["OUTBOX_RELAY_EVERY"] = "1"
-    if workers == WORKER_AND_MAILER:
+    if workers == WORKER_AND_MAILER:  # as the Procfile runs them
         start_worker("worker", "--queues=celery", "--concurrency=1")
-    start_worker("mailer", f"--queues={'mail' if workers == WORKER_AND_MAILER else 'celery,mail'}",
-                 "--concurrency=1")  # fmt: skip
+        start_worker("mailer", "--queues=mail", "--concurrency=1")
+    else:  # a test's worker consumes both unless told
+        start_worker("worker", "--concurrency=1")
     call(project_env, "Spring sale")
     thirty_customers.wait_until_holding()  # the mail worker's one process is busy
     # What the web kept while the broker was away, for Beat's relay_outbox to hand over.
@@ -36,7 +37,7 @@ def test_beats_relay_runs_on_time_while_the_mail_worker_is_saturated(
         # The SMTP server holds the batch until release(), below: relayed beside it.
         wait_until(relayed, timeout=30, what="the outbox relayed while the mailing is held")
     else:  # the relay waits in the queue behind the held batch
-        wait_until(lambda: TaskQueue(project_env).waiting() >= 1, what="relay_outbox queued")
+        wait_until(lambda: task_queue.waiting() >= 1, what="relay_outbox queued")
         assert OutboxMessage.objects.using(database).filter(id=kept.id).exists()
 
     thirty_customers.release()
