@@ -51,7 +51,7 @@ COMPARED = ["delay", "throughput", "latency"]
 
 # (stack, transport, sections); the queue path again with stock kombu's Redis transport.
 RUNS = [
-    (SQLITE_REDIS, PACKAGE, ["page", *COMPARED, "job", "mail_queue", "hosts", "failover"]),
+    (SQLITE_REDIS, PACKAGE, ["page", *COMPARED, "job", "mail_queue", "hosts", "failover", "kills"]),
     (SQLITE_REDIS, STOCK, COMPARED),
     (POSTGRES_RABBITMQ, PACKAGE, ["job"]),
 ]
@@ -85,7 +85,7 @@ def measure(stack, transport, chosen):
     # Read into the settings now. Left in the environment, Celery would take it over the
     # broker of any other app made here (celery/app/utils.py: broker_url).
     del os.environ["CELERY_BROKER_URL"]
-    from bench import failover, hosts, job, mail_queue, page, queue
+    from bench import failover, hosts, job, kills, mail_queue, page, queue
 
     sections = {
         "page": page.page,
@@ -99,6 +99,7 @@ def measure(stack, transport, chosen):
         "mail_queue": mail_queue.small_task_latency,
         "hosts": hosts.worker_hosts,
         "failover": failover.failovers,
+        "kills": kills.whole_worker_kills,
     }
     try:
         rows = []

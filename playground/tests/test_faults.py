@@ -155,32 +155,6 @@ def test_a_batch_whose_pool_process_is_killed_runs_again_and_nobody_gets_two_ema
     assert deliveries(database) == {"sent": 30}
 
 
-def test_a_batch_whose_whole_worker_is_killed_runs_on_the_next_worker(
-    thirty_customers, project_env, start_worker, broker, database
-):
-    # Redis gives the message back after the visibility timeout, shortened here with
-    # the time limits it must exceed.
-    project_env.update(
-        CELERY_TASK_SOFT_TIME_LIMIT="2", CELERY_TASK_TIME_LIMIT="3", CELERY_VISIBILITY_TIMEOUT="4"
-    )
-    first = start_worker("first", "--concurrency=1")
-    call(project_env, "Worker killed mid-batch")
-    thirty_customers.wait_until_holding()
-
-    for pid in [*pool_processes(first), first.popen.pid]:
-        os.kill(pid, signal.SIGKILL)
-    first.popen.wait()
-    thirty_customers.release()
-    # Redis counts the message as taken until its visibility timeout has passed.
-    taken_at = max(score for _, score in broker.zrange("unacked_index", 0, -1, withscores=True))
-    wait_until(lambda: time.time() > taken_at + 4, what="the visibility timeout")
-
-    start_worker("second", "--concurrency=1")
-    wait_until_done(database)
-    assert len(recipients(thirty_customers)) == len(set(recipients(thirty_customers))) == 30
-    assert deliveries(database) == {"sent": 30}
-
-
 def keys_holding(client, raw):
     """The Redis lists and hashes that hold the bytes `raw`."""
     holding = []

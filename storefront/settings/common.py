@@ -280,10 +280,11 @@ CELERY_RESULT_EXPIRES = int(env("CELERY_RESULT_EXPIRES", 24 * 3600))
 CELERY_BROKER_HEARTBEAT = float(env("CELERY_BROKER_HEARTBEAT", 120))
 
 # Redis hands a message that was taken but not acknowledged to another worker after
-# this long. It must exceed the hard time limit and any countdown, or a task still
-# running (or waiting for its countdown) would start a second time.
-# A worker killed whole (not just a pool process) leaves its message to the next
-# worker that starts or sweeps (every 10 s) after this long.
+# this long. It must exceed the hard time limit and any countdown, or with stock kombu
+# (REDIS_TRANSPORT=kombu) a task still running (or waiting for its countdown) would
+# start a second time. With the package it is the last resort: a live worker's
+# messages are never handed on, and a dead worker's go back once it has been silent
+# for 5 s (celery_guarantees/liveness.py, the transport option `liveness_window`).
 VISIBILITY_TIMEOUT = float(env("CELERY_VISIBILITY_TIMEOUT", 300))
 CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, object] = {
     "visibility_timeout": VISIBILITY_TIMEOUT,

@@ -39,13 +39,17 @@ what is wrong), and the worker goes on with the next message (README: how to rea
 replay them; docs/kombu-redis-bytes-that-are-no-message-stop-the-worker.md; upstream:
 patches/kombu-5.7.0-redis-sets-aside-bytes-that-are-no-message.patch).
 
+A dead worker's messages go back within seconds, a live worker's never (liveness.py):
+each consumer holds what it takes under a name it renews, and the scripts below record
+and forget messages under that name.
+
 Every command without a client of its own (each publish, acknowledgement and task event)
 goes through one redis-py client per channel, where kombu builds a new one each time
 (docs/kombu-redis-client-per-command.md)."""
 
 import logging
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from queue import Empty
 from time import time
 from typing import Any, NamedTuple
@@ -56,6 +60,17 @@ from kombu.utils.encoding import bytes_to_str
 from kombu.utils.json import dumps, loads
 from kombu.utils.url import as_url
 from redis import Redis
+from redis.exceptions import ConnectionError
+
+from .liveness import (
+    ALIVE,
+    FORGET_OWNED,
+    LIVENESS_WINDOW,
+    Liveness,
+    consumers_key,
+    give_back,
+    owners_key,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -115,29 +130,48 @@ return restored
 
 # Record a message taken from its taking list (KEYS[3]) as unacknowledged: its delivery
 # tag ARGV[1] in the index (KEYS[1]) at time ARGV[2], its record ARGV[3] in the hash
-# (KEYS[2]), and its bytes ARGV[4] off the taking list. kombu's MULTI/EXEC, in one command.
-# Returns how many messages still wait on the queue (KEYS[4]).
-RECORD_UNACKED = """
+# (KEYS[2]), its consumer ARGV[5] in the owners (KEYS[6]), and its bytes ARGV[4] off the
+# taking list. kombu's MULTI/EXEC, in one command. Returns how many messages still wait
+# on the queue (KEYS[4]); or -1, the message put back there, if the consumer has been
+# taken for dead (liveness.py: silent longer than ARGV[6] s in KEYS[5]).
+RECORD_UNACKED = (
+    ALIVE
+    + """
+redis.call('LREM', KEYS[3], 1, ARGV[4])
+if not alive(KEYS[5], ARGV[5], ARGV[6]) then
+    redis.call('RPUSH', KEYS[4], ARGV[4])
+    return -1
+end
 redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
-redis.call('LREM', KEYS[3], 1, ARGV[4])
+if ARGV[5] ~= '' then
+    redis.call('HSET', KEYS[6], ARGV[1], ARGV[5])
+end
 return redis.call('LLEN', KEYS[4])
 """
+)
 
 # Take the oldest message of the first list that holds one, and record it as
 # unacknowledged as RECORD_UNACKED does (index KEYS[1], hash KEYS[2], at time ARGV[1];
-# the record is kombu's: [message, exchange, routing key]), in one command, with no
-# taking list to leave. Each list comes as three keys from KEYS[3] on, in the order to
-# take from: the list, its queue's taking list and its queue's bell. Bytes without a
+# the record is kombu's: [message, exchange, routing key]; the consumer ARGV[3] in the
+# owners KEYS[4]), in one command, with no taking list to leave; nothing (-1) if the
+# consumer has been taken for dead (silent longer than ARGV[4] s in KEYS[3]). Each list
+# comes as three keys from KEYS[5] on, in the order to take from: the list, its queue's
+# taking list and its queue's bell. Bytes without a
 # delivery tag and where they came from are moved onto the taking list instead, for the
 # worker to set aside. The bell of each queue still holding messages is rung (to last
 # ARGV[2] ms), for an idle worker of several lists; the others are silenced. Returns
 # nothing when every list is empty, else the bytes, the tag they were recorded under
 # (false if none), how many messages still wait and the position of the list taken
 # from (0 for the first).
-TAKE_AND_RECORD = """
+TAKE_AND_RECORD = (
+    ALIVE
+    + """
+if not alive(KEYS[3], ARGV[3], ARGV[4]) then
+    return -1
+end
 local raw, from
-for i = 3, #KEYS, 3 do
+for i = 5, #KEYS, 3 do
     raw = redis.call('RPOP', KEYS[i])
     if raw then
         from = i
@@ -157,12 +191,15 @@ if type(tag) == 'string' and type(came) == 'table'
         .. cjson.encode(came.routing_key) .. ']'
     redis.call('ZADD', KEYS[1], ARGV[1], tag)
     redis.call('HSET', KEYS[2], tag, record)
+    if ARGV[3] ~= '' then
+        redis.call('HSET', KEYS[4], tag, ARGV[3])
+    end
 else
     tag = false
     redis.call('LPUSH', KEYS[from + 1], raw)
 end
 local waiting, ring = 0, {}
-for i = 3, #KEYS, 3 do
+for i = 5, #KEYS, 3 do
     local held = redis.call('LLEN', KEYS[i])
     waiting = waiting + held
     ring[KEYS[i + 2]] = ring[KEYS[i + 2]] or held > 0
@@ -175,8 +212,9 @@ for key, rung in pairs(ring) do
         redis.call('DEL', key)
     end
 end
-return {raw, tag, waiting, (from - 3) / 3}
+return {raw, tag, waiting, (from - 5) / 3}
 """
+)
 
 # Forget the unacknowledged message ARGV[1]: out of the index (KEYS[1]) and the hash (KEYS[2]).
 FORGET_UNACKED = """
@@ -208,8 +246,25 @@ def shape_problem(payload: object) -> str | None:
     return None
 
 
+class TakenForDead(ConnectionError):
+    """This channel's consumer was silent for longer than the liveness window, and the
+    other workers gave its messages back (liveness.py). A connection error, so that
+    Celery drops what it had reserved and reconnects, under a new name."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "This worker's consumer was taken for dead (silent in Redis for longer than"
+            " the liveness window): its messages went back to their queues"
+        )
+
+
 class TakingQoS(redis.QoS):
     channel: "Channel"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # The tags this channel's consumer holds under its name (liveness.py).
+        self.owned: set[str] = set()
 
     def append(self, message: Any, delivery_tag: str) -> None:
         # kombu 5.7's own, but for the message leaving the taking list in the same
@@ -223,18 +278,53 @@ class TakingQoS(redis.QoS):
             super().append(message, delivery_tag)
             return
         self.channel.taken = None
+        name = self.channel.consumer_name()
         if taken.tag is None:  # on the taking list, not yet recorded
             delivery = message.delivery_info
             record = dumps([message._raw, delivery["exchange"], delivery["routing_key"]])
-            keys = [self.unacked_index_key, self.unacked_key, taking_list(taken.queue), taken.queue]
-            args = [delivery_tag, time(), record, taken.raw]
-            self.channel.backlog = self.channel.run(RECORD_UNACKED, keys, args) > 0
+            keys = [self.unacked_index_key, self.unacked_key, taking_list(taken.queue), taken.queue,
+                    consumers_key(self.unacked_key), owners_key(self.unacked_key)]  # fmt: skip
+            args = [delivery_tag, time(), record, taken.raw, name, self.channel.liveness_window]
+            waiting = self.channel.run(RECORD_UNACKED, keys, args)
+            if waiting < 0:
+                raise TakenForDead()
+            self.channel.backlog = waiting > 0
+        if name:
+            self.owned.add(delivery_tag)
         virtual.QoS.append(self, message, delivery_tag)
 
     def ack(self, delivery_tag: str) -> None:
-        # kombu 5.7's own, in one script for the same reason.
-        self.channel.run(FORGET_UNACKED, [self.unacked_index_key, self.unacked_key], [delivery_tag])
+        # kombu 5.7's own, in one script for the same reason; a message this channel's
+        # consumer took is forgotten only while the consumer holds it (once given back,
+        # it may be another's under the same tag: liveness.py).
+        keys = [self.unacked_index_key, self.unacked_key]
+        if delivery_tag in self.owned:
+            self.owned.discard(delivery_tag)
+            keys.append(owners_key(self.unacked_key))
+            self.channel.run(FORGET_OWNED, keys, [delivery_tag, self.channel.consumer_name()])
+        else:
+            self.channel.run(FORGET_UNACKED, keys, [delivery_tag])
         virtual.QoS.ack(self, delivery_tag)
+
+    def reject(self, delivery_tag: str, requeue: bool = False) -> None:
+        if requeue:
+            super().reject(delivery_tag, requeue=True)
+        else:  # (kombu's is its ack)
+            self.ack(delivery_tag)
+
+    def restore_by_tag(self, tag: str, client: Any = None, leftmost: bool = False) -> None:
+        # kombu's, for a rejected message or one still held as the channel closes; but a
+        # message of this channel's consumer only while it still holds it.
+        if tag in self.owned:
+            self.owned.discard(tag)
+            give_back(self.channel, tag, self.channel.consumer_name(), leftmost)
+        else:
+            super().restore_by_tag(tag, client, leftmost)
+
+    def _remove_from_indices(self, delivery_tag: str, pipe: Any = None) -> Any:
+        # kombu's own (its ack, its restore, a let-go), with the message's owner.
+        pipe = super()._remove_from_indices(delivery_tag, pipe)  # type: ignore[misc]
+        return pipe.hdel(owners_key(self.unacked_key), delivery_tag)
 
     def restore_visible(self, *args: Any, **kwargs: Any) -> None:
         super().restore_visible(*args, **kwargs)
@@ -257,6 +347,10 @@ class Taken(NamedTuple):
 class Channel(redis.Channel):
     QoS = TakingQoS
     qos: TakingQoS
+    from_transport_options = (*redis.Channel.from_transport_options, "liveness_window")
+    liveness_window = LIVENESS_WINDOW
+    # This channel's name as a consumer, once it consumes with acknowledgements.
+    liveness: Liveness | None = None
     # The message being delivered, until its consumer's QoS.append has it recorded.
     taken: Taken | None = None
     # The lists the take in flight takes from, in order, each with its queue.
@@ -296,6 +390,34 @@ class Channel(redis.Channel):
                     self._scripts_client = Redis(connection_pool=self.pool)
             client = self._client
         yield client
+
+    def plain_client(self) -> Any:
+        """A client that sends keys as they are: give it `prefixed()` ones."""
+        with self.conn_or_acquire():
+            return self._scripts_client
+
+    def consumer_name(self) -> str:
+        return "" if self.liveness is None else self.liveness.name
+
+    def basic_consume(self, queue: str, no_ack: bool, *args: Any, **kwargs: Any) -> Any:
+        if not no_ack and self.liveness is None:
+            self.liveness = Liveness(self)
+        return super().basic_consume(queue, no_ack, *args, **kwargs)
+
+    def close(self) -> None:
+        # kombu's gives back what the channel still holds; then the name goes, unless
+        # something could not be given back (Redis away): that waits for the others.
+        liveness = self.liveness
+        if liveness is None or self.closed:
+            super().close()
+            return
+        liveness.stop()
+        errors, client = self.connection.connection_errors, self.plain_client()
+        [consumers] = self.prefixed(consumers_key(self.unacked_key))
+        super().close()
+        if not self.qos.owned:
+            with suppress(*errors):
+                client.zrem(consumers, liveness.name)
 
     def run(self, script: str, keys: list[str], args: list[Any]) -> Any:
         """Run a Lua script in Redis, by its digest (redis-py loads it again should
@@ -350,11 +472,18 @@ class Channel(redis.Channel):
         # The keys are sent past kombu's client, which prefixes those of BRPOP only.
         if self.backlog:
             self._take_command = "EVAL"
-            keys = [self.qos.unacked_index_key, self.qos.unacked_key]
+            unacked = self.qos.unacked_key
+            keys = [
+                self.qos.unacked_index_key,
+                unacked,
+                consumers_key(unacked),
+                owners_key(unacked),
+            ]
             for queue, key in lists:
                 keys += [key, taking_list(queue), bell(queue)]
             keys = self.prefixed(*keys)
-            command = ["EVAL", TAKE_AND_RECORD, len(keys), *keys, time(), BELL_LASTS_MS]
+            args = [time(), BELL_LASTS_MS, self.consumer_name(), self.liveness_window]
+            command = ["EVAL", TAKE_AND_RECORD, len(keys), *keys, *args]
         elif len(lists) == 1:
             self._take_command = "BLMOVE"
             [(queue, key)] = lists
@@ -381,10 +510,14 @@ class Channel(redis.Channel):
                 # A bell, or the end of the wait: take with the script next, which also
                 # finds what was put on a list without ringing.
                 self.backlog = True
+                self._fail_if_taken_for_dead()
                 raise Empty()
             if reply is None:  # (an empty message is b"", bad bytes to set aside)
                 self.backlog = False
+                self._fail_if_taken_for_dead()
                 raise Empty()
+            if reply == -1:  # the script's refusal
+                raise TakenForDead()
             if command == "BLMOVE":
                 [(queue, _key)] = self._taking_from
                 self._deliver_taken(Taken(queue, reply))
@@ -399,6 +532,10 @@ class Channel(redis.Channel):
             self._in_poll = None
             # The connection is idle here: kombu's moment to renew its credentials.
             self._flush_brpop_reauth()  # type: ignore[attr-defined]
+
+    def _fail_if_taken_for_dead(self) -> None:
+        if self.liveness is not None and self.liveness.lost:
+            raise TakenForDead()
 
     def _deliver_taken(self, taken: Taken) -> None:
         """Deliver a message taken off its queue. Its consumer's QoS.append records it as
@@ -526,6 +663,8 @@ class Transport(ShowsItsScheme, redis.Transport):
 
 class SentinelChannel(Channel, redis.SentinelChannel):
     """The same, on a Redis reached through Sentinel (sentinel:// URLs)."""
+
+    from_transport_options = (*redis.SentinelChannel.from_transport_options, "liveness_window")
 
 
 class SentinelTransport(ShowsItsScheme, redis.SentinelTransport):

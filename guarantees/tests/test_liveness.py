@@ -1,0 +1,105 @@
+"""A dead consumer's messages go back to their queues within seconds, a live one's never
+(celery_guarantees/liveness.py). Consumers here are kombu connections in this process
+on the tests' throwaway Redis; one "dies" as a frozen or killed process does to it: its
+renewals stop, its channel is not closed. The project's test_faults.py kills and
+freezes real workers."""
+
+import json
+import time
+
+import pytest
+from celery_guarantees.redis_transport import TakenForDead
+from test_redis_transport import consumer_channel, drained, tag_of, took_one
+
+from conftest import sent_message, wait_until
+
+# kombu's visibility timeout far away: what comes back here came back by the liveness.
+WINDOW = {"liveness_window": 1, "visibility_timeout": 3600}
+
+
+@pytest.fixture
+def a_message(broker):
+    raw = sent_message(broker, "playground.tasks.relay_outbox")
+    broker.lpush("celery", raw)
+    return json.loads(raw)
+
+
+def silenced(channel):
+    """Stop `channel`'s renewals, as a SIGSTOP or SIGKILL of its process would."""
+    channel.liveness.stop()
+    return channel
+
+
+@pytest.mark.parametrize("queues", [["celery"], ["celery", "mail"]], ids=["one list", "several"])
+def test_a_silent_consumers_message_goes_back_to_its_queue_and_to_a_live_consumer(
+    queues, a_message, broker, redis_server
+):
+    held, survived = [], []
+    dead, channel = consumer_channel(redis_server, held, queues=queues, **WINDOW)
+    took_one(dead, held)
+    silenced(channel)
+    taken_at = time.monotonic()
+
+    survivor, other = consumer_channel(redis_server, survived, queues=queues, **WINDOW)
+    with survivor:
+        took_one(survivor, survived)
+        took_within = time.monotonic() - taken_at
+
+        [message] = survived
+        assert message.delivery_tag == held[0].delivery_tag == tag_of(a_message)
+        assert message.delivery_info["redelivered"]  # as kombu's restore marks it
+        assert broker.hgetall("unacked_owner") == {
+            message.delivery_tag.encode(): other.liveness.name.encode()
+        }
+        assert broker.zrange("unacked_consumers", 0, -1) == [other.liveness.name.encode()]
+    # The window (1 s) and a renewal (a fifth of it), and the survivor's first poll.
+    assert took_within < 3
+    dead.release()
+
+
+def test_a_live_consumers_message_stays_its_own_past_the_visibility_timeout(
+    a_message, broker, redis_server
+):
+    held, nothing = [], []
+    options = {"liveness_window": 1, "visibility_timeout": 1}
+    holder, channel = consumer_channel(redis_server, held, **options)
+    took_one(holder, held)
+    tag = held[0].delivery_tag
+    taken_at = broker.zscore("unacked_index", tag)
+    other, _channel = consumer_channel(redis_server, nothing, **options)
+    with holder, other:
+        # kombu's restore runs at each of the other's empty polls (throttle 1), three
+        # visibility timeouts long, while the holder's renewals move the message's time.
+        wait_until(
+            lambda: drained(other) or broker.zscore("unacked_index", tag) > taken_at + 3,
+            what="three visibility timeouts",
+        )
+        assert nothing == []
+        assert broker.hget("unacked_owner", tag) == channel.liveness.name.encode()
+        assert broker.llen("celery") == 0
+
+
+def test_a_consumer_taken_for_dead_takes_nothing_more_and_its_late_ack_forgets_nothing(
+    a_message, broker, redis_server
+):
+    held, survived = [], []
+    frozen, channel = consumer_channel(redis_server, held, **WINDOW)
+    took_one(frozen, held)
+    silenced(channel)
+    survivor, other = consumer_channel(redis_server, survived, **WINDOW)
+    with survivor:
+        took_one(survivor, survived)
+
+        # Resumed: its renewal is refused, its ack finds the message another's, and its
+        # next poll fails as a lost connection does (Celery reconnects).
+        channel.liveness.renew(channel)
+        assert channel.liveness.lost
+        held[0].ack()
+        tag = survived[0].delivery_tag
+        assert broker.hget("unacked_owner", tag) == other.liveness.name.encode()
+        assert broker.hexists("unacked", tag)
+        broker.lpush("celery", sent_message(broker, "playground.tasks.relay_outbox"))
+        with pytest.raises(TakenForDead):
+            frozen.drain_events(timeout=5)
+        assert broker.llen("celery") == 1  # its take refused, the message put back
+    frozen.release()
