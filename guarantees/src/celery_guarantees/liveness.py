@@ -125,7 +125,8 @@ redis.call('HDEL', KEYS[2], ARGV[1])
 return redis.call('HDEL', KEYS[3], ARGV[1])
 """
 
-# Forget the owner of tag ARGV[1] if it is still ARGV[2] (its record went another way).
+# Forget the owner of tag ARGV[1] if it is still ARGV[2]: its record went another way
+# (kombu's restore of what outstayed the visibility timeout leaves the owner behind).
 DROP_OWNER = """
 if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then
     return redis.call('HDEL', KEYS[1], ARGV[1])

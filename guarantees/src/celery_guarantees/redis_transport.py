@@ -307,8 +307,8 @@ class TakingQoS(redis.QoS):
         virtual.QoS.ack(self, delivery_tag)
 
     def reject(self, delivery_tag: str, requeue: bool = False) -> None:
-        if requeue:
-            super().reject(delivery_tag, requeue=True)
+        if requeue or delivery_tag not in self.owned:
+            super().reject(delivery_tag, requeue)
         else:  # (kombu's is its ack)
             self.ack(delivery_tag)
 
@@ -320,11 +320,6 @@ class TakingQoS(redis.QoS):
             give_back(self.channel, tag, self.channel.consumer_name(), leftmost)
         else:
             super().restore_by_tag(tag, client, leftmost)
-
-    def _remove_from_indices(self, delivery_tag: str, pipe: Any = None) -> Any:
-        # kombu's own (its ack, its restore, a let-go), with the message's owner.
-        pipe = super()._remove_from_indices(delivery_tag, pipe)  # type: ignore[misc]
-        return pipe.hdel(owners_key(self.unacked_key), delivery_tag)
 
     def restore_visible(self, *args: Any, **kwargs: Any) -> None:
         super().restore_visible(*args, **kwargs)
@@ -556,8 +551,10 @@ class Channel(redis.Channel):
         if taken.tag is None:
             [taking] = self.prefixed(taking_list(taken.queue))  # (kombu's pipeline: LREM raw)
             return pipe.lrem(taking, 1, taken.raw)
-        # kombu's own, which its ack and reject use (its stubs leave the private parts out)
-        return self.qos._remove_from_indices(taken.tag, pipe)  # type: ignore[attr-defined]
+        # kombu's own, which its ack and reject use (its stubs leave the private parts out),
+        # and the owner the take recorded, if any.
+        self.qos._remove_from_indices(taken.tag, pipe)  # type: ignore[attr-defined]
+        return pipe.hdel(owners_key(self.unacked_key), taken.tag)
 
     def _deliver_or_set_aside(self, queue: str, raw: bytes) -> None:
         try:
