@@ -44,6 +44,7 @@ def whole_worker_kills(stage):
 
 
 def one_kill(stage, rng):
+    stage.worker(1, "--queues=celery")  # the notification's start and finish
     doomed = stage.worker(2, "--queues=mail")
     stage.worker(2, "--queues=mail")
     result = notify_customers.delay(MESSAGE)

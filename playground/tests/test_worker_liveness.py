@@ -23,6 +23,12 @@ def the_one_held(broker):
     return tag, taken_at
 
 
+def names_of(worker, broker):
+    """The worker's consumer names in Redis (`<host>.<pid>.<random>`)."""
+    names = broker.zrange("unacked_consumers", 0, -1)
+    return {name for name in names if f".{worker.popen.pid}." in name.decode()}
+
+
 def each_got_one_email(inbox, database):
     received = sorted(message["To"] for message in inbox.messages)
     assert received == EVERYONE
@@ -69,6 +75,8 @@ def test_a_frozen_worker_has_its_batch_run_elsewhere_and_once_resumed_runs_nothi
     first = start_worker("first", "--concurrency=1")
     call(project_env, "Worker frozen mid-batch")
     thirty_customers.wait_until_holding()
+    tag, _taken_at = the_one_held(broker)
+    old_name = broker.hget("unacked_owner", tag)
     frozen = [first.popen.pid, *pool_processes(first)]
     for pid in frozen:
         os.kill(pid, signal.SIGSTOP)  # as a paused container or VM: all of it
@@ -81,9 +89,11 @@ def test_a_frozen_worker_has_its_batch_run_elsewhere_and_once_resumed_runs_nothi
 
     for pid in frozen:
         os.kill(pid, signal.SIGCONT)
+
     # Resumed, it learns it was taken for dead and reconnects under a new name; its
     # batch ends sending nobody a second email, its late ack forgets nothing.
-    wait_until(lambda: "taken for dead" in first.log(), what="the resumed worker told")
+    wait_until(lambda: names_of(first, broker) - {old_name}, what="a new name")
+    assert old_name not in names_of(first, broker)
     wait_until(lambda: broker.hlen("unacked") == 0, what="nothing held")
     call(project_env, "After the thaw")
     wait_until_done(database, count=2)
