@@ -12,7 +12,7 @@ import signal
 
 import pytest
 
-from conftest import call, deliveries, pool_processes, wait_until, wait_until_done
+from conftest import BROKER_DB, call, deliveries, pool_processes, wait_until, wait_until_done
 
 EVERYONE = sorted(f"customer{n}@example.com" for n in range(30))
 
@@ -49,24 +49,42 @@ def test_a_batch_whose_whole_worker_is_killed_runs_on_another_worker(
             CELERY_TASK_TIME_LIMIT="3",
             CELERY_VISIBILITY_TIMEOUT="6",
         )
-    first = start_worker("first", "--concurrency=1")
-    call(project_env, "Worker killed mid-batch")
-    thirty_customers.wait_until_holding()
-    tag, taken_at = the_one_held(broker)
-
-    for pid in [*pool_processes(first), first.popen.pid]:
-        os.kill(pid, signal.SIGKILL)
-    first.popen.wait()
-    thirty_customers.release()
-    start_worker("second", "--concurrency=1")
-    wait_until(lambda: broker.zscore("unacked_index", tag) not in (taken_at, None),
-               timeout=60, what="the batch taken by another worker")  # fmt: skip
-    taken_again_at = broker.zscore("unacked_index", tag)
+    taken_at, taken_again_at = killed_mid_batch(thirty_customers, project_env, start_worker, broker)
     wait_until_done(database)
 
     each_got_one_email(thirty_customers, database)
     if transport == "kombu":  # Redis's visibility timeout had to pass first
         assert taken_again_at > taken_at + 6
+
+
+# A primary, its replica and three Sentinels on hosts of their own.
+@pytest.mark.timeout(300)
+def test_a_batch_whose_whole_worker_is_killed_runs_on_another_worker_behind_sentinels(
+    redis_with_sentinels, thirty_customers, project_env, start_worker, database
+):
+    primary = redis_with_sentinels.primary.client(BROKER_DB)
+    killed_mid_batch(thirty_customers, project_env, start_worker, primary)
+    wait_until_done(database)
+
+    each_got_one_email(thirty_customers, database)
+
+
+def killed_mid_batch(inbox, project_env, start_worker, broker):
+    """Kill a worker whole while the SMTP server holds its batch, start another: when its
+    batch was taken and when it was taken again, by kombu's index."""
+    first = start_worker("first", "--concurrency=1")
+    call(project_env, "Worker killed mid-batch")
+    inbox.wait_until_holding()
+    tag, taken_at = the_one_held(broker)
+
+    for pid in [*pool_processes(first), first.popen.pid]:
+        os.kill(pid, signal.SIGKILL)
+    first.popen.wait()
+    inbox.release()
+    start_worker("second", "--concurrency=1")
+    wait_until(lambda: broker.zscore("unacked_index", tag) not in (taken_at, None),
+               timeout=60, what="the batch taken by another worker")  # fmt: skip
+    return taken_at, broker.zscore("unacked_index", tag)
 
 
 def test_a_frozen_worker_has_its_batch_run_elsewhere_and_once_resumed_runs_nothing_twice(

@@ -27,7 +27,9 @@ acknowledgements is a *consumer* of its own name (`<host>.<pid>.<random>`):
   holds them (they may be another consumer's by then).
 
 What no name covers (a message on `<queue>.taking` between the move and its record, a
-record written by stock kombu) keeps the visibility timeout."""
+record written by stock kombu) keeps the visibility timeout.
+(docs/kombu-redis-dead-workers-messages-wait-for-the-visibility-timeout.md; upstream:
+patches/kombu-5.7.0-redis-consumer-liveness.patch.)"""
 
 import logging
 import os
