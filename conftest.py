@@ -114,6 +114,25 @@ def unacknowledged(client, queue="celery"):
     return client.llen(queue) + client.llen(taking_list(queue)) + client.hlen("unacked")
 
 
+def the_one_held(broker):
+    """The tag of the one message a worker holds, and when it was taken (kombu's index)."""
+    [(tag, taken_at)] = broker.zrange("unacked_index", 0, -1, withscores=True)
+    return tag, taken_at
+
+
+def wait_until_kept_past(broker, tag, taken_at, seconds):
+    """Wait until the message `tag` taken at `taken_at` has been kept `seconds` by its
+    worker, whose renewals move its time in kombu's index (celery_guarantees' liveness),
+    and check that it was not given back meanwhile."""
+
+    def moved_on():
+        taken = broker.zscore("unacked_index", tag)
+        return taken is None or taken > taken_at + seconds
+
+    wait_until(moved_on, what=f"the message kept {seconds} s")
+    assert broker.zscore("unacked_index", tag) is not None  # still its worker's
+
+
 def unacked_tasks(client):
     """(task name, args) of each message a worker has taken and not yet acknowledged
     (running, or waiting for its countdown)."""

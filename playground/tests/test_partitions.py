@@ -13,8 +13,10 @@ from conftest import (
     deliveries,
     emails_per_customer,
     started,
+    the_one_held,
     wait_until,
     wait_until_done,
+    wait_until_kept_past,
     worker_answers,
 )
 from harness.localrabbitmq import LocalRabbitMQ
@@ -135,14 +137,14 @@ def test_a_worker_cut_off_from_the_database_mid_batch_keeps_it_and_finishes_it_o
     call(project_env, "Across the cut")
     smtp_server.wait_until_holding()
     broker = network_redis.client(BROKER_DB)
-    [(tag, taken_at)] = broker.zrange("unacked_index", 0, -1, withscores=True)
+    tag, taken_at = the_one_held(broker)
 
     network.cut(first_host, database_host)
     start_worker_on("second", "--concurrency=1")
     smtp_server.release()
     # Kept past the liveness window, by the worker's renewals, while the other ran.
     wait_until(lambda: deliveries(database).get("sent") == 14, what="the other batch sent")
-    wait_until(lambda: broker.zscore("unacked_index", tag) > taken_at + 6, what="kept 6 s")
+    wait_until_kept_past(broker, tag, taken_at, 6)
     assert broker.llen("mail") == 0
 
     network.heal(first_host, database_host)

@@ -12,15 +12,18 @@ import signal
 
 import pytest
 
-from conftest import BROKER_DB, call, deliveries, pool_processes, wait_until, wait_until_done
+from conftest import (
+    BROKER_DB,
+    call,
+    deliveries,
+    pool_processes,
+    the_one_held,
+    wait_until,
+    wait_until_done,
+    wait_until_kept_past,
+)
 
 EVERYONE = sorted(f"customer{n}@example.com" for n in range(30))
-
-
-def the_one_held(broker):
-    """The tag of the one message a worker holds, and when it was taken (kombu's index)."""
-    [(tag, taken_at)] = broker.zrange("unacked_index", 0, -1, withscores=True)
-    return tag, taken_at
 
 
 def names_of(worker, broker):
@@ -131,12 +134,7 @@ def test_a_live_workers_batch_outlasting_the_visibility_timeout_is_never_run_twi
     thirty_customers.wait_until_holding()
     tag, taken_at = the_one_held(broker)
 
-    def moved_on():
-        taken = broker.zscore("unacked_index", tag)
-        return taken is None or taken > taken_at + 12
-
-    wait_until(moved_on, timeout=30, what="a sweep past six visibility timeouts")
-    assert broker.zscore("unacked_index", tag) is not None  # still the worker's
+    wait_until_kept_past(broker, tag, taken_at, 12)  # a sweep past six visibility timeouts
     assert broker.llen("mail") == 2  # the other two batches: this one was not given back
     thirty_customers.release()
     wait_until_done(database)

@@ -60,25 +60,25 @@ def owners_key(unacked_key: str) -> str:
     return unacked_key + "_owner"
 
 
-# Lua, for the scripts that take or record a message under a consumer's name: whether
-# the name ARGV[n] is alive in the sorted set KEYS[k] (renewed within ARGV[n + 1]
-# seconds, by Redis's clock). A name of '' is no consumer's (no acknowledgements): alive.
+# Lua, for the scripts that keep or check a consumer's name: Redis's clock, in seconds;
+# and whether the name is alive in the sorted set `consumers` at time `at` (renewed
+# within `window` seconds). A name of '' is no consumer's (no acknowledgements): alive.
 ALIVE = """
-local function alive(consumers, name, window)
+local function now()
+    local time = redis.call('TIME')
+    return time[1] + time[2] / 1e6
+end
+local function alive(consumers, name, window, at)
     if name == '' then
         return true
     end
     local renewed = redis.call('ZSCORE', consumers, name)
-    local now = redis.call('TIME')
-    return renewed and now[1] + now[2] / 1e6 - tonumber(renewed) <= tonumber(window)
+    return renewed and at - tonumber(renewed) <= tonumber(window)
 end
 """
 
 # A new consumer's name ARGV[1] in the sorted set KEYS[1], renewed now.
-REGISTER = """
-local now = redis.call('TIME')
-return redis.call('ZADD', KEYS[1], now[1] + now[2] / 1e6, ARGV[1])
-"""
+REGISTER = ALIVE + "return redis.call('ZADD', KEYS[1], now(), ARGV[1])"
 
 # Renew the name ARGV[1] in KEYS[1] unless it has been silent longer than ARGV[2] s (then
 # it is dead: returns nil), and the time (ARGV[3]) in kombu's index KEYS[2] of the tags
@@ -86,16 +86,15 @@ return redis.call('ZADD', KEYS[1], now[1] + now[2] / 1e6, ARGV[1])
 RENEW = (
     ALIVE
     + """
-if not alive(KEYS[1], ARGV[1], ARGV[2]) then
+local at = now()
+if not alive(KEYS[1], ARGV[1], ARGV[2], at) then
     return nil
 end
-local now = redis.call('TIME')
-now = now[1] + now[2] / 1e6
-redis.call('ZADD', KEYS[1], now, ARGV[1])
+redis.call('ZADD', KEYS[1], at, ARGV[1])
 for i = 4, #ARGV do
     redis.call('ZADD', KEYS[2], 'XX', ARGV[3], ARGV[i])
 end
-return redis.call('ZRANGE', KEYS[1], '-inf', '(' .. (now - ARGV[2]), 'BYSCORE')
+return redis.call('ZRANGE', KEYS[1], '-inf', '(' .. (at - ARGV[2]), 'BYSCORE')
 """
 )
 

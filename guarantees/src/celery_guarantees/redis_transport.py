@@ -138,7 +138,7 @@ RECORD_UNACKED = (
     ALIVE
     + """
 redis.call('LREM', KEYS[3], 1, ARGV[4])
-if not alive(KEYS[5], ARGV[5], ARGV[6]) then
+if not alive(KEYS[5], ARGV[5], ARGV[6], now()) then
     redis.call('RPUSH', KEYS[4], ARGV[4])
     return -1
 end
@@ -167,7 +167,7 @@ return redis.call('LLEN', KEYS[4])
 TAKE_AND_RECORD = (
     ALIVE
     + """
-if not alive(KEYS[3], ARGV[3], ARGV[4]) then
+if not alive(KEYS[3], ARGV[3], ARGV[4], now()) then
     return -1
 end
 local raw, from
