@@ -40,7 +40,9 @@ RECHECK_MS = 10
 TAKE = """
 local clock = redis.call('TIME')
 local now = clock[1] * 1000 + math.floor(clock[2] / 1000)
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+-- Only turns whose millisecond has passed: `now` is truncated, so one scored `now`
+-- may still count for up to a millisecond.
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. now)
 if redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[1]) then
     redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[2])
     redis.call('PEXPIRE', KEYS[1], ARGV[3])
