@@ -7,7 +7,9 @@ contract lane (`make test-contract`).
 
 A patch is named `<project>-<version>-<what>.patch` (git format-patch, against that
 release's tree); made for another version than the one installed, it is reported, to be
-made again, and fails the lane."""
+made again, and fails the lane. A patch that builds on others names each in its message,
+in the order they apply, on a line `Applies-on: <file name>` (a git trailer): they are
+applied whole before it, in both of its checks."""
 
 import os
 import re
@@ -24,6 +26,17 @@ from harness.processes import free_port
 
 PATCHES = Path(__file__).resolve().parent.parent / "patches"
 NAME = re.compile(r"^(?P<project>[a-z]+)-(?P<version>\d+\.\d+\.\d+)-")
+APPLIES_ON = re.compile(r"^Applies-on: (\S+\.patch)$", re.MULTILINE)
+
+
+def built_on(patch: Path) -> list[Path]:
+    """The patches `patch` applies on, theirs first, in the order they apply."""
+    under: list[Path] = []
+    for name in APPLIES_ON.findall(patch.read_text().split("\n---\n", 1)[0]):
+        for earlier in [*built_on(PATCHES / name), PATCHES / name]:
+            if earlier not in under:
+                under.append(earlier)
+    return under
 
 
 def touched(patch: Path) -> list[str]:
@@ -40,6 +53,13 @@ def apply(patch: Path, tree: Path, *only: str) -> None:
     # the repository's paths (skipping all of it, from a folder): not above the tree.
     env = {**os.environ, "GIT_CEILING_DIRECTORIES": str(tree.parent)}
     subprocess.run(argv, cwd=tree, env=env, check=True)
+
+
+def beneath(patch: Path, tree: Path) -> Path:
+    """`tree` with the patches `patch` applies on applied, whole."""
+    for earlier in built_on(patch):
+        apply(earlier, tree)
+    return tree
 
 
 def sdist_copy(project: str, tree: Path) -> Path:
@@ -70,20 +90,24 @@ def check(patch: Path, redis: LocalRedis) -> str | None:
     tests = [path for path in touched(patch) if path.startswith("t/")]
     if not tests:
         return "it has no test"
+    if missing := [earlier.name for earlier in built_on(patch) if not earlier.exists()]:
+        return f"it applies on {', '.join(missing)}, which is not in {PATCHES.name}/"
     tree = WORK / "patched" / patch.stem
-    apply(patch, sdist_copy(project, tree), *tests)
+    apply(patch, beneath(patch, sdist_copy(project, tree)), *tests)
     if tests_pass(tree, tests, redis):
         return "its tests pass without its change: they do not test it"
-    apply(patch, sdist_copy(project, tree))
+    apply(patch, beneath(patch, sdist_copy(project, tree)))
     if not tests_pass(tree, tests, redis):
         return f"with its change, tests of {', '.join(tests)} fail"
     return None
 
 
-def main() -> int:
+def main(names: list[str]) -> int:
+    """Check the patches named (file names in patches/), or every one."""
+    patches = [PATCHES / name for name in names] or sorted(PATCHES.glob("*.patch"))
     redis = LocalRedis(free_port(), WORK / "redis-patches").start()
     try:
-        problems = {patch.name: check(patch, redis) for patch in sorted(PATCHES.glob("*.patch"))}
+        problems = {patch.name: check(patch, redis) for patch in patches}
     finally:
         redis.stop()
     for name, problem in problems.items():
@@ -92,4 +116,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))
