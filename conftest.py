@@ -46,6 +46,8 @@ import yaml
 from aiosmtpd.controller import Controller
 from amqp.exceptions import InternalError, NotFound
 from celery_guarantees.redis_transport import bell, taking_list
+from celery_guarantees.testing.servers import RedisUnavailable, free_port, free_ports
+from celery_guarantees.testing.waiting import wait_until
 from django.conf import settings
 from django.core.cache import caches
 from django.core.management import call_command
@@ -57,7 +59,7 @@ from kombu.exceptions import ChannelError
 
 from harness.localpostgres import LocalPostgres, PostgresUnavailable
 from harness.localrabbitmq import LocalRabbitMQ, RabbitMQCluster, RabbitMQUnavailable
-from harness.localredis import LocalRedis, RedisUnavailable, RedisWithSentinels
+from harness.localredis import LocalRedis, RedisWithSentinels
 from harness.network import Network, why_unavailable
 from harness.processes import (
     BASE_DIR,
@@ -65,8 +67,6 @@ from harness.processes import (
     SQLITE_REDIS,
     STACKS,
     ProjectProcess,
-    free_port,
-    free_ports,
     manage,
     procfile_command,
     production,
@@ -76,7 +76,6 @@ from harness.processes import (
     worker_command,
 )
 from harness.stack import Stack, build_images, why_podman_cannot_run
-from harness.waiting import wait_until
 from playground.models import Delivery, Notification
 from storefront.beat import SingleBeatScheduler
 from storefront.celery import celery as celery_app

@@ -17,18 +17,13 @@ from statistics import median
 
 from aiosmtpd.controller import Controller
 from celery import Celery
+from celery_guarantees.testing.servers import free_port
+from celery_guarantees.testing.waiting import wait_until
 
 from bench.job import seed_to
 from harness.localredis import RedisWithSentinels
 from harness.network import Network
-from harness.processes import (
-    free_port,
-    procfile_command,
-    production,
-    worker_answers,
-    worker_command,
-)
-from harness.waiting import wait_until
+from harness.processes import procfile_command, production, worker_answers, worker_command
 from playground.models import Delivery, Notification
 from playground.services import customers
 from storefront.beat import SingleBeatScheduler

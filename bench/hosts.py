@@ -12,13 +12,14 @@ import time
 
 from aiosmtpd.controller import Controller
 from celery import Celery
+from celery_guarantees.testing.servers import free_port
+from celery_guarantees.testing.waiting import wait_until
 
 from bench.job import CUSTOMERS, Sink, counted, seed_to
 from bench.stage import cpu_seconds, row
 from harness.localredis import LocalRedis
 from harness.network import Network
-from harness.processes import free_port, redis_env, worker_answers, worker_command
-from harness.waiting import wait_until
+from harness.processes import redis_env, worker_answers, worker_command
 from playground.models import Notification
 
 HOSTS = (1, 2, 3)

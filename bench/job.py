@@ -11,12 +11,12 @@ import uuid
 from contextlib import contextmanager
 
 from aiosmtpd.controller import Controller
+from celery_guarantees.testing.servers import free_port
+from celery_guarantees.testing.waiting import wait_until
 from django.conf import settings
 from django.core.mail import get_connection
 
 from bench.stage import cpu_seconds, row
-from harness.processes import free_port
-from harness.waiting import wait_until
 from playground.mailing import Mailing
 from playground.models import Notification
 from playground.services import customers

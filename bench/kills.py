@@ -15,8 +15,9 @@ import signal
 import time
 from statistics import median
 
+from celery_guarantees.testing.waiting import wait_until
+
 from bench.job import MESSAGE, seed_to, smtp_sink
-from harness.waiting import wait_until
 from playground.models import Notification
 from playground.tasks import notify_customers
 

@@ -8,10 +8,11 @@ Every worker has the project's default concurrency."""
 
 import time
 
+from celery_guarantees.testing.waiting import wait_until
+
 from bench.job import CUSTOMERS, MESSAGE, seed_to, smtp_sink
 from bench.stage import p50_p99, row
 from bench.tasks import stamp
-from harness.waiting import wait_until
 from playground.models import Notification
 from playground.tasks import notify_customers
 

@@ -5,8 +5,10 @@ queueing anything. wrk makes the load from this machine."""
 import re
 import subprocess
 
+from celery_guarantees.testing.servers import free_port
+
 from bench.stage import row
-from harness.processes import free_port, production
+from harness.processes import production
 from playground.models import Notification
 
 SECONDS = 10

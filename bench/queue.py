@@ -5,9 +5,10 @@ import cProfile
 import time
 from statistics import median
 
+from celery_guarantees.testing.waiting import wait_until
+
 from bench.stage import cpu_seconds, p50_p99, row
 from bench.tasks import stamp, tally
-from harness.waiting import wait_until
 from playground.tasks import notify_customers
 from storefront.celery import celery
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from statistics import quantiles
 
 import psutil
+from celery_guarantees.testing.servers import free_port
 
 from harness.localpostgres import LocalPostgres
 from harness.localrabbitmq import LocalRabbitMQ
@@ -18,7 +19,6 @@ from harness.processes import (
     POSTGRES_RABBITMQ,
     SQLITE_REDIS,
     ProjectProcess,
-    free_port,
     manage,
     project_env_for,
     worker_answers,

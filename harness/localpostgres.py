@@ -14,10 +14,10 @@ from pathlib import Path
 from urllib.parse import quote
 
 import psycopg
+from celery_guarantees.testing.waiting import NotYet, wait_until
 from psycopg import sql
 
 from harness.network import Host, on
-from harness.waiting import NotYet, wait_until
 
 USER = "postgres"
 

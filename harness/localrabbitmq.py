@@ -24,11 +24,11 @@ from typing import Any
 from urllib.parse import quote
 
 import requests
+from celery_guarantees.testing.servers import free_port, free_ports
+from celery_guarantees.testing.waiting import NotYet, wait_until
 
 from harness.localpostgres import alive, as_user, children
 from harness.network import Host, Network, on
-from harness.processes import free_port, free_ports
-from harness.waiting import NotYet, wait_until
 
 # Debian's /usr/sbin/rabbitmq-server is a wrapper that runs the node as the machine's
 # (`su rabbitmq`, its HOME, its cookie); this is the script it wraps.

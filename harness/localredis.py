@@ -5,18 +5,15 @@ REDIS_FLAGS is the project's Redis policy in one place; docker-compose.yml passe
 the same flags (a test keeps them in step)."""
 
 import shutil
-import signal
 import subprocess
-from contextlib import suppress
 from pathlib import Path
 
 import redis
+from celery_guarantees.testing.servers import RedisServer, free_port
+from celery_guarantees.testing.waiting import wait_until
 from redis.sentinel import MasterNotFoundError, Sentinel
 
-from harness.certificates import self_signed
 from harness.network import on
-from harness.processes import free_port
-from harness.waiting import NotYet, wait_until
 from storefront.health import redis_answers
 
 REDIS_FLAGS = (
@@ -29,62 +26,25 @@ REDIS_FLAGS = (
 )
 
 
-class RedisUnavailable(RuntimeError):
-    pass
+class LocalRedis(RedisServer):
+    """With the project's REDIS_FLAGS; on this machine's loopback, or on a `host` of a
+    harness.network.Network; a replica of another LocalRedis if `replica_of`."""
 
-
-class LocalRedis:
     def __init__(self, port, data_dir, host=None, replica_of=None, tls_port=None):
-        """On this machine's loopback, or on a `host` of a harness.network.Network; a
-        replica of another LocalRedis if `replica_of`; with `tls_port`, served over TLS
-        there too, with a certificate of its own (`certificate`)."""
-        self.port = port
-        self.data_dir = Path(data_dir)
+        super().__init__(port, data_dir, host.address if host else "127.0.0.1", tls_port)
         self.host = host
-        self.address = host.address if host else "127.0.0.1"
         self.replica_of = replica_of
-        self.tls_port = tls_port
-        self.certificate = None
-        self.process = None
 
-    def url(self, db=0):
-        return f"redis://{self.address}:{self.port}/{db}"
-
-    def tls_url(self, db=0):
-        return f"rediss://{self.address}:{self.tls_port}/{db}"
-
-    def start(self, timeout=10):
-        executable = shutil.which("redis-server")
-        if executable is None:
-            raise RedisUnavailable("redis-server is not installed (not on PATH)")
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        argv = [executable, "--port", str(self.port), "--bind", self.address]
-        argv += ["--dir", str(self.data_dir), "--logfile", str(self.data_dir / "redis.log")]
-        argv += [word for flag in REDIS_FLAGS for word in flag.split()]
-        # Its own session: the Ctrl-C meant for the other processes must not stop
-        # the broker under them.
+    def arguments(self):
+        argv = [word for flag in REDIS_FLAGS for word in flag.split()]
         if self.host:  # reached from the test network's other hosts, without a password
             argv += ["--protected-mode", "no"]
         if self.replica_of:
             argv += ["--replicaof", self.replica_of.address, str(self.replica_of.port)]
-        if self.tls_port:  # clients verify the server; the server asks no certificate
-            self.certificate, key = self_signed(self.data_dir, [self.address])
-            argv += ["--tls-port", str(self.tls_port), "--tls-cert-file", str(self.certificate),
-                     "--tls-key-file", str(key), "--tls-ca-cert-file", str(self.certificate),
-                     "--tls-auth-clients", "no"]  # fmt: skip
-        self.process = process = subprocess.Popen(on(self.host, argv), start_new_session=True)
-        with suppress(NotYet):
-            wait_until(lambda: self.answers() or process.poll() is not None, timeout)
-        if not self.answers():
-            self.stop()
-            raise RedisUnavailable(f"redis-server did not start: see {self.data_dir}/redis.log")
-        return self
+        return argv
 
-    def client(self, db=0):
-        return redis.Redis.from_url(self.url(db))
-
-    def answers(self):
-        return redis_answers(self.url())
+    def launch(self, argv):
+        return subprocess.Popen(on(self.host, argv), start_new_session=True)
 
     def in_sync(self):
         """Whether this replica has its primary's data and follows it."""
@@ -92,19 +52,6 @@ class LocalRedis:
             return self.client().info("replication").get("master_link_status") == "up"
         except redis.ConnectionError:  # a server made a replica drops its clients
             return False
-
-    def stop(self):
-        """Shut down as an operator would (SIGTERM): Redis flushes its AOF and exits."""
-        self._end(signal.SIGTERM)
-
-    def kill(self):
-        """Die as in a crash (SIGKILL): nothing is flushed beyond what was written."""
-        self._end(signal.SIGKILL)
-
-    def _end(self, signum):
-        if self.process and self.process.poll() is None:
-            self.process.send_signal(signum)
-            self.process.wait(timeout=30)
 
 
 class LocalSentinel:

@@ -9,15 +9,15 @@ import signal
 import socket
 import subprocess
 import sys
-from contextlib import ExitStack, suppress
+from contextlib import suppress
 from pathlib import Path
 
 import redis
 from celery import Celery
+from celery_guarantees.testing.waiting import NotYet, wait_until
 from django.conf import settings
 from kombu.exceptions import OperationalError
 
-from harness.waiting import NotYet, wait_until
 from storefront.settings.environment import BROKER_DB, CACHE_DB
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -25,24 +25,6 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 # The two stacks the processes run on in the tests and the benchmarks: the embedded
 # default, and the scaled-out one (Redis beside it for results, the cache, Beat's lock).
 SQLITE_REDIS, POSTGRES_RABBITMQ = STACKS = ("sqlite-redis", "postgres-rabbitmq")
-
-
-def free_port():
-    return free_ports(1)[0]
-
-
-def free_ports(count, besides=()):
-    """`count` different free ports, none of `besides`, for one server that listens on
-    several: held open together while the kernel picks them, so that it cannot hand
-    out one twice (it did once here: a RabbitMQ node refused its own port, eaddrinuse)."""
-    with ExitStack() as held:
-        ports: list[int] = []
-        while len(ports) < count:
-            sock = held.enter_context(socket.socket())
-            sock.bind(("127.0.0.1", 0))
-            if (port := sock.getsockname()[1]) not in besides:
-                ports.append(port)
-        return ports
 
 
 def worker_answers(env, hostname):

@@ -40,13 +40,14 @@ from pathlib import Path
 from types import FrameType
 from urllib.parse import urlparse
 
+from celery_guarantees.testing.servers import RedisUnavailable
 from django.conf import settings
 
 # honcho ships no type hints.
 from honcho import colour, environ, printer, process  # type: ignore[import-untyped]
 from watchfiles import PythonFilter, watch
 
-from harness.localredis import LocalRedis, RedisUnavailable
+from harness.localredis import LocalRedis
 from harness.processes import BASE_DIR
 from storefront.health import redis_answers
 

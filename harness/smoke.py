@@ -8,7 +8,7 @@ import base64
 import urllib.request
 from urllib.error import URLError
 
-from harness.waiting import wait_until
+from celery_guarantees.testing.waiting import wait_until
 
 PAGES = {
     "the page": ("http://127.0.0.1:8000/playground/hello/", None),

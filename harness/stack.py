@@ -13,9 +13,10 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from harness.certificates import self_signed
+from celery_guarantees.testing.servers import self_signed
+from celery_guarantees.testing.waiting import wait_until
+
 from harness.processes import BASE_DIR
-from harness.waiting import wait_until
 
 PODMAN_COMPOSE = BASE_DIR / ".tools/bin/podman-compose"
 IMAGE = "storefront"

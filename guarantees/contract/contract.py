@@ -20,8 +20,9 @@ from pathlib import Path
 from typing import Any
 from xml.etree import ElementTree
 
+from celery_guarantees.testing.servers import free_port
+
 from harness.localredis import LocalRedis
-from harness.processes import free_port
 
 HERE = Path(__file__).resolve().parent
 WORK = HERE.parent.parent / ".run" / "contract"

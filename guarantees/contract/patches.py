@@ -19,10 +19,10 @@ import sys
 from importlib.metadata import version
 from pathlib import Path
 
+from celery_guarantees.testing.servers import free_port
 from contract import WORK, pytest_argv, sdist
 
 from harness.localredis import LocalRedis
-from harness.processes import free_port
 
 PATCHES = Path(__file__).resolve().parent.parent / "patches"
 NAME = re.compile(r"^(?P<project>[a-z]+)-(?P<version>\d+\.\d+\.\d+)-")

@@ -5,10 +5,9 @@ URL still gets TLS, and the URL still reads redis:// in logs and to Flower."""
 import pytest
 from celery_guarantees.connection import AMQP, Connection
 from celery_guarantees.redis_transport import SentinelTransport, Transport
+from celery_guarantees.testing.servers import free_port
 from kombu import Connection as KombuConnection
 from kombu.transport import redis as kombu_redis
-
-from conftest import free_port
 
 NAMED = "celery_guarantees.redis_transport:Transport"
 

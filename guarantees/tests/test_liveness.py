@@ -9,19 +9,12 @@ import time
 
 import pytest
 from celery_guarantees.redis_transport import TakenForDead
-from test_redis_transport import consumer_channel, drained, tag_of, took_one
+from celery_guarantees.testing.waiting import wait_until
 
-from conftest import sent_message, wait_until
+from .test_redis_transport import consumer_channel, drained, tag_of, took_one
 
 # kombu's visibility timeout far away: what comes back here came back by the liveness.
 WINDOW = {"liveness_window": 1, "visibility_timeout": 3600}
-
-
-@pytest.fixture
-def a_message(broker):
-    raw = sent_message(broker, "playground.tasks.relay_outbox")
-    broker.lpush("celery", raw)
-    return json.loads(raw)
 
 
 def silenced(channel):
@@ -46,7 +39,7 @@ def test_a_silent_consumers_message_goes_back_to_its_queue_and_to_a_live_consume
         took_within = time.monotonic() - taken_at
 
         [message] = survived
-        assert message.delivery_tag == held[0].delivery_tag == tag_of(a_message)
+        assert message.delivery_tag == held[0].delivery_tag == tag_of(json.loads(a_message))
         assert message.delivery_info["redelivered"]  # as kombu's restore marks it
         assert broker.hgetall("unacked_owner") == {
             message.delivery_tag.encode(): other.liveness.name.encode()
@@ -80,7 +73,7 @@ def test_a_live_consumers_message_stays_its_own_past_the_visibility_timeout(
 
 
 def test_a_consumer_taken_for_dead_takes_nothing_more_and_its_late_ack_forgets_nothing(
-    a_message, broker, redis_server
+    a_message, broker, redis_server, new_message
 ):
     held, survived = [], []
     frozen, channel = consumer_channel(redis_server, held, **WINDOW)
@@ -98,7 +91,7 @@ def test_a_consumer_taken_for_dead_takes_nothing_more_and_its_late_ack_forgets_n
         tag = survived[0].delivery_tag
         assert broker.hget("unacked_owner", tag) == other.liveness.name.encode()
         assert broker.hexists("unacked", tag)
-        broker.lpush("celery", sent_message(broker, "playground.tasks.relay_outbox"))
+        broker.lpush("celery", new_message())
         with pytest.raises(TakenForDead):
             frozen.drain_events(timeout=5)
         assert broker.llen("celery") == 1  # its take refused, the message put back

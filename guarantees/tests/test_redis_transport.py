@@ -13,23 +13,15 @@ from contextlib import suppress
 import pytest
 import redis
 from celery_guarantees.redis_transport import Transport
+from celery_guarantees.testing.waiting import wait_until
 from kombu import Connection, Queue
 from kombu.transport import redis as kombu_redis
 
-from conftest import sent_message, wait_until
+from .conftest import DB
 
-DB = 1
 # kombu's poller runs the restore at every poll that finds nothing (throttle 1).
 OPTIONS = {"priority_steps": [0], "visibility_timeout": 1, "unacked_restore_throttle": 1}
 STEPS = [0, 3, 6, 9]  # kombu's own
-
-
-@pytest.fixture
-def a_message(broker):
-    """The raw bytes of a task message waiting on the `celery` list."""
-    raw = sent_message(broker, "playground.tasks.relay_outbox")
-    broker.lpush("celery", raw)
-    return raw
 
 
 def consumer_channel(
@@ -69,9 +61,9 @@ def test_a_message_leaves_the_taking_list_as_its_consumer_takes_it(
 @pytest.mark.parametrize("prefix", ["", "shop:"], ids=["no prefix", "global_keyprefix"])
 @pytest.mark.parametrize("queues", [["celery"], ["celery", "mail"]], ids=["one list", "several"])
 def test_a_message_taken_by_a_consumer_that_died_before_reading_it_goes_back_to_its_queue(
-    queues, prefix, tls, broker, redis_server
+    queues, prefix, tls, broker, redis_server, new_message
 ):
-    a_message = sent_message(broker, "playground.tasks.relay_outbox")
+    a_message = new_message()
     broker.flushdb()  # (what sending it declared, unprefixed)
     broker.lpush(f"{prefix}celery", a_message)
     dead, channel = consumer_channel(redis_server, [], prefix=prefix, queues=queues, tls=tls)
@@ -107,11 +99,11 @@ def test_a_message_taken_by_a_consumer_that_died_before_reading_it_goes_back_to_
 
 
 def test_a_purge_empties_and_counts_what_a_dead_consumer_left_taking(
-    a_message, broker, redis_server
+    a_message, broker, redis_server, new_message
 ):
     broker.lmove("celery", "celery.taking", "RIGHT", "LEFT")  # as a dead worker leaves it
     broker.hset("celery.taking.seen", a_message, 1)
-    broker.lpush("celery", sent_message(broker, "playground.tasks.relay_outbox"))  # waiting
+    broker.lpush("celery", new_message())  # waiting
     connection, channel = consumer_channel(redis_server, [])
     with connection:
         assert channel.queue_purge("celery") == 2
@@ -120,9 +112,9 @@ def test_a_purge_empties_and_counts_what_a_dead_consumer_left_taking(
 
 @pytest.mark.parametrize("prefix", ["", "shop:"], ids=["no prefix", "global_keyprefix"])
 def test_a_consumer_draining_a_backlog_takes_and_records_each_message_in_one_command(
-    prefix, broker, redis_server
+    prefix, broker, redis_server, new_message
 ):
-    raws = [sent_message(broker, "playground.tasks.relay_outbox") for _ in range(3)]
+    raws = [new_message() for _ in range(3)]
     broker.lpush(f"{prefix}celery", *raws)  # the first pushed is the first taken
     broker.config_resetstat()
     received = []
@@ -145,9 +137,9 @@ def test_a_consumer_draining_a_backlog_takes_and_records_each_message_in_one_com
 
 
 def test_bytes_no_worker_can_read_in_a_backlog_are_set_aside_and_the_messages_around_taken(
-    broker, redis_server
+    broker, redis_server, new_message
 ):
-    good = [sent_message(broker, "playground.tasks.relay_outbox") for _ in range(2)]
+    good = [new_message() for _ in range(2)]
     came_by = {"exchange": "", "routing_key": "celery"}
     bad = [
         b"not json",
@@ -176,9 +168,9 @@ def test_bytes_no_worker_can_read_in_a_backlog_are_set_aside_and_the_messages_ar
 
 
 def test_a_consumer_of_several_queues_takes_from_each_and_records_each_as_it_takes_it(
-    broker, redis_server
+    broker, redis_server, new_message
 ):
-    raws = {queue: message_for(broker, queue) for queue in ("celery", "mail")}
+    raws = {queue: message_for(new_message, queue) for queue in ("celery", "mail")}
     for queue, raw in raws.items():
         broker.lpush(queue, raw)  # no bell rung: found when the consumer's wait ends
     broker.config_resetstat()
@@ -230,9 +222,9 @@ def test_a_consumer_of_several_priority_steps_takes_the_first_step_first(broker,
     assert [message.body for message in received] == [b"0", b"3", b"9"]
 
 
-def message_for(broker, queue):
+def message_for(new_message, queue):
     """The bytes of a real task message as Redis holds it on `queue`."""
-    raw = json.loads(sent_message(broker, "playground.tasks.relay_outbox"))
+    raw = json.loads(new_message())
     raw["properties"]["delivery_info"]["routing_key"] = queue
     return json.dumps(raw).encode()
 

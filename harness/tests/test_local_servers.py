@@ -5,12 +5,12 @@ import socket
 
 import psycopg
 import pytest
+from celery_guarantees.testing.servers import free_port
+from celery_guarantees.testing.waiting import wait_until
 from kombu import Connection
 
 from harness.localpostgres import LocalPostgres
 from harness.localrabbitmq import LocalRabbitMQ
-from harness.processes import free_port
-from harness.waiting import wait_until
 
 
 def closed(port):

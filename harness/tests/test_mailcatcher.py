@@ -5,7 +5,9 @@ import mailbox
 import smtplib
 from email.message import EmailMessage
 
-from conftest import free_port, port_open, procfile_command, wait_until
+from celery_guarantees.testing.servers import free_port
+
+from conftest import port_open, procfile_command, wait_until
 
 
 def test_the_mail_catcher_keeps_only_the_newest_emails(start, tmp_path):

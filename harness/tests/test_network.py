@@ -5,10 +5,10 @@ import subprocess
 import sys
 
 import pytest
+from celery_guarantees.testing.servers import free_port
 
 from harness.localredis import LocalRedis
 from harness.network import Network
-from harness.processes import free_port
 
 
 def reaches(host, address, port):

@@ -18,12 +18,12 @@ import psutil
 import pytest
 import redis
 import requests
+from celery_guarantees.testing.servers import free_port
 
 from conftest import (
     BASE_DIR,
     call,
     deliveries,
-    free_port,
     port_open,
     wait_until,
     wait_until_done,

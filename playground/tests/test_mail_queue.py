@@ -4,9 +4,9 @@ nothing else when each queue has a worker of its own, as the Procfile and compos
 them. Real workers, Beat and SMTP server; the mailing is held at the SMTP server."""
 
 import pytest
+from celery_guarantees.testing.waiting import wait_until
 
 from conftest import call, deliveries, wait_until_done
-from harness.waiting import wait_until
 from playground.models import OutboxMessage
 from playground.tasks import purge_old_notifications
 

@@ -7,6 +7,7 @@ PostgreSQL on a host of its own where the link to it is cut."""
 import socket
 
 import pytest
+from celery_guarantees.testing.servers import free_port
 
 from conftest import (
     call,
@@ -20,7 +21,6 @@ from conftest import (
     worker_answers,
 )
 from harness.localrabbitmq import LocalRabbitMQ
-from harness.processes import free_port
 from storefront.settings.environment import BROKER_DB
 
 

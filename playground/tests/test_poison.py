@@ -21,7 +21,7 @@ import requests
 from celery import uuid
 from celery.utils.imports import symbol_by_name
 from celery_guarantees import delivery_counting
-from celery_guarantees.testing import KILLED, Worker, kill, requeued
+from celery_guarantees.testing.worker import KILLED, Worker, kill, requeued
 from django.conf import settings
 from django.core.cache import cache
 

@@ -9,6 +9,7 @@ import signal
 
 import pytest
 import requests
+from celery_guarantees.testing.servers import free_port
 
 from conftest import (
     FLOWER_LOGIN,
@@ -16,7 +17,6 @@ from conftest import (
     TaskQueue,
     call,
     deliveries,
-    free_port,
     manage,
     pool_processes,
     wait_until,

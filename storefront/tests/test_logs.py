@@ -17,9 +17,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 import requests
 from celery.schedules import crontab
+from celery_guarantees.testing.servers import free_port
 
 from conftest import celery_call, queued_tasks, wait_until
-from harness.processes import free_port, manage
+from harness.processes import manage
 from storefront.logs import in_whole_minutes, logging_config
 
 NOTIFY = "playground.tasks.notify_customers"

@@ -7,8 +7,9 @@ import time
 
 import pytest
 import requests
+from celery_guarantees.testing.servers import free_port
 
-from conftest import free_port, manage, queued_tasks, wait_until, wait_until_done
+from conftest import manage, queued_tasks, wait_until, wait_until_done
 from harness.processes import BASE_DIR
 from playground.models import Notification
 from playground.tasks import notify_customers

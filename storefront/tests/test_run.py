@@ -4,7 +4,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import BASE_DIR, free_port
+from celery_guarantees.testing.servers import free_port
+
+from conftest import BASE_DIR
 
 
 def test_run_without_any_redis_stops_with_one_sentence_saying_how_to_get_one(project_env):

@@ -9,10 +9,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import requests
+from celery_guarantees.testing.servers import free_port
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from conftest import wait_until, wait_until_done
-from harness.processes import free_port, manage
+from harness.processes import manage
 
 TASKS = "playground.tasks."
 # redis-py imports OpenTelemetry's API whenever it is installed (its observability);

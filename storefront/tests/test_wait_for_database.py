@@ -6,8 +6,9 @@ import subprocess
 import sys
 
 import pytest
+from celery_guarantees.testing.servers import free_port
 
-from conftest import free_port, manage
+from conftest import manage
 from harness.localpostgres import LocalPostgres
 from harness.processes import BASE_DIR
 

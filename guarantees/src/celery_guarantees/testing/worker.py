@@ -13,7 +13,7 @@ from celery.contrib.testing.mocks import TaskMessage
 from celery.worker.request import Request
 from celery.worker.worker import WorkController
 
-from .delivery_counting import raised
+from ..delivery_counting import raised
 
 KILLED = "Worker exited prematurely: signal 9 (SIGKILL) Job: 1."
 
