@@ -168,19 +168,24 @@ def keys_holding(client, raw):
 
 
 @pytest.mark.parametrize(
-    ("transport", "prefix"),
-    [("guarantees", ""), ("kombu", ""), ("guarantees", "shop:")],
-    ids=["guarantees", "kombu", "guarantees-global_keyprefix"],
-)
+    ("transport", "prefix", "tls"),
+    [("guarantees", "", False), ("kombu", "", False), ("guarantees", "shop:", False),
+     ("guarantees", "", True)],
+    ids=["guarantees", "kombu", "guarantees-global_keyprefix", "guarantees-rediss"],
+)  # fmt: skip
 def test_a_message_taken_by_a_worker_killed_unread_is_lost_by_kombu_and_kept_by_the_package(
-    transport, prefix, thirty_customers, project_env, start_worker, broker, database
-):
+    transport, prefix, tls, thirty_customers, project_env, start_worker, broker, redis_server,
+    database,
+):  # fmt: skip
     # The worker is frozen while it waits on Redis: Redis hands it the message, which it
     # cannot read; killed then, it has not recorded it as taken. kombu's pop loses it so
     # (1 in 12 random kills); the package's move keeps it on celery.taking, whence it
     # goes back to the queue after the visibility timeout. With a prefix of every key
-    # (CELERY_BROKER_KEY_PREFIX), the same.
+    # (CELERY_BROKER_KEY_PREFIX), the same; over TLS (rediss://, the workers verifying
+    # the server's certificate), the same.
     project_env.update(REDIS_TRANSPORT=transport, CELERY_BROKER_KEY_PREFIX=prefix)
+    if tls:
+        project_env["CELERY_BROKER_URL"] = redis_server.verifying_tls_url(BROKER_DB)
     queue = f"{prefix}celery"
     message = a_notifications_message(broker)
     handed_to_a_worker_then_killed(message, broker, queue, project_env, start_worker)

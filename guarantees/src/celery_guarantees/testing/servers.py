@@ -73,6 +73,11 @@ class RedisServer:
     def tls_url(self, db: int = 0) -> str:
         return f"rediss://{self.address}:{self.tls_port}/{db}"
 
+    def verifying_tls_url(self, db: int = 0) -> str:
+        """The rediss:// URL with what its client needs to verify the server (the
+        certificate as its authority), in the query kombu and redis-py both read."""
+        return f"{self.tls_url(db)}?ssl_cert_reqs=required&ssl_ca_certs={self.certificate}"
+
     def arguments(self) -> list[str]:
         """redis-server's arguments beyond where it listens and keeps its files."""
         return []
