@@ -8,7 +8,9 @@ import json
 import time
 
 import pytest
+from celery_guarantees.liveness import Liveness
 from celery_guarantees.redis_transport import TakenForDead
+from celery_guarantees.testing.servers import RedisServer, free_port
 from celery_guarantees.testing.waiting import wait_until
 
 from .test_redis_transport import consumer_channel, drained, tag_of, took_one
@@ -96,3 +98,27 @@ def test_a_consumer_taken_for_dead_takes_nothing_more_and_its_late_ack_forgets_n
             frozen.drain_events(timeout=5)
         assert broker.llen("celery") == 1  # its take refused, the message put back
     frozen.release()
+
+
+def test_a_consumer_that_cannot_reach_redis_for_a_moment_says_so_once_and_again_when_back(
+    tmp_path, caplog, monkeypatch
+):
+    # Its own Redis, stopped and started again within the liveness window (5 s: a
+    # renewal a second), so that the name is still alive when it comes back.
+    server = RedisServer(free_port(), tmp_path).start()
+    attempts = []
+    renew = Liveness.renew
+    monkeypatch.setattr(Liveness, "renew", lambda *args: attempts.append(1) or renew(*args))
+    connection, channel = consumer_channel(server, [], liveness_window=5)
+    with connection, caplog.at_level("WARNING", logger="celery_guarantees.liveness"):
+        wait_until(lambda: attempts, what="a renewal")
+        server.stop()
+        failed_from = len(attempts)
+        wait_until(lambda: len(attempts) >= failed_from + 2, what="two renewals while away")
+        server.start()
+        wait_until(lambda: "renewed in Redis again" in caplog.text, what="the renewal back")
+
+        said = [record.getMessage() for record in caplog.records]
+        assert len([line for line in said if "Could not renew" in line]) == 1
+        assert not channel.liveness.lost
+    server.stop()

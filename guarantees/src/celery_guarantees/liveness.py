@@ -166,6 +166,7 @@ class Liveness:
         self._stopped.set()
 
     def _keep(self) -> None:
+        away = False  # since the last renewal that reached Redis: said once, not each time
         while not self._stopped.wait(self.window / 5):
             channel = self._channel()
             if channel is None:
@@ -173,7 +174,16 @@ class Liveness:
             try:
                 self.renew(channel)
             except Exception as error:  # Redis away: the next renewal tries again
-                logger.warning("Could not renew consumer %s in Redis: %s", self.name, error)
+                if not away:
+                    logger.warning(
+                        "Could not renew consumer %s in Redis (%s): trying again every %s s",
+                        self.name, error, self.window / 5,
+                    )  # fmt: skip
+                away = True
+            else:
+                if away:
+                    logger.warning("Consumer %s renewed in Redis again", self.name)
+                away = False
             if self.lost:
                 return
             del channel
