@@ -100,8 +100,8 @@ test-hosts: install
 # (guarantees/patches/), each checked against its release's sdist (contract/patches.py).
 test-contract: PACKAGES := $(RUN_PACKAGES)
 test-contract: install
-	PYTHONPATH=$(CURDIR) $(VENV)/bin/python guarantees/contract/contract.py
-	PYTHONPATH=$(CURDIR) $(VENV)/bin/python guarantees/contract/patches.py
+	$(VENV)/bin/python guarantees/contract/contract.py
+	$(VENV)/bin/python guarantees/contract/patches.py
 
 # docker-compose.yml for real: the image built, the stack up under Podman, every door tried
 # through the proxy (storefront/tests/test_stack*.py). Apart from `make test`'s ten

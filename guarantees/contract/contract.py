@@ -20,9 +20,7 @@ from pathlib import Path
 from typing import Any
 from xml.etree import ElementTree
 
-from celery_guarantees.testing.servers import free_port
-
-from harness.localredis import LocalRedis
+from celery_guarantees.testing.servers import RedisServer, free_port
 
 HERE = Path(__file__).resolve().parent
 WORK = HERE.parent.parent / ".run" / "contract"
@@ -110,7 +108,7 @@ def run(number: int, transport: str) -> Outcome:
     project, suite, steps, minutes = RUNS[number]
     folder = sdist(project)
     report = WORK / f"{transport}-{number}.xml"
-    redis = LocalRedis(free_port(), WORK / f"redis-{transport}-{number}").start()
+    redis = RedisServer(free_port(), WORK / f"redis-{transport}-{number}").start()
     report.unlink(missing_ok=True)
     try:
         finished = ended_within(

@@ -19,10 +19,8 @@ import sys
 from importlib.metadata import version
 from pathlib import Path
 
-from celery_guarantees.testing.servers import free_port
+from celery_guarantees.testing.servers import RedisServer, free_port
 from contract import WORK, pytest_argv, sdist
-
-from harness.localredis import LocalRedis
 
 PATCHES = Path(__file__).resolve().parent.parent / "patches"
 NAME = re.compile(r"^(?P<project>[a-z]+)-(?P<version>\d+\.\d+\.\d+)-")
@@ -69,7 +67,7 @@ def sdist_copy(project: str, tree: Path) -> Path:
     return tree
 
 
-def tests_pass(tree: Path, tests: list[str], redis: LocalRedis) -> bool:
+def tests_pass(tree: Path, tests: list[str], redis: RedisServer) -> bool:
     """Whether every one of these test files passes, each in a process of its own, kombu's
     integration tests finding `redis` as they find Redis."""
     env = {**os.environ, "REDIS_HOST": "127.0.0.1", "REDIS_6379_TCP": str(redis.port)}
@@ -79,7 +77,7 @@ def tests_pass(tree: Path, tests: list[str], redis: LocalRedis) -> bool:
     )
 
 
-def check(patch: Path, redis: LocalRedis) -> str | None:
+def check(patch: Path, redis: RedisServer) -> str | None:
     """What is wrong with `patch`, or None."""
     name = NAME.match(patch.name)
     if name is None:
@@ -105,7 +103,7 @@ def check(patch: Path, redis: LocalRedis) -> str | None:
 def main(names: list[str]) -> int:
     """Check the patches named (file names in patches/), or every one."""
     patches = [PATCHES / name for name in names] or sorted(PATCHES.glob("*.patch"))
-    redis = LocalRedis(free_port(), WORK / "redis-patches").start()
+    redis = RedisServer(free_port(), WORK / "redis-patches").start()
     try:
         problems = {patch.name: check(patch, redis) for patch in patches}
     finally:
