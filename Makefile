@@ -98,10 +98,17 @@ test-hosts: install
 # releases' sdists, with kombu's transport and with the package's; a failure only the
 # package's has fails it, unless listed with its reason. Then the upstream patches
 # (guarantees/patches/), each checked against its release's sdist (contract/patches.py).
-test-contract: PACKAGES := $(RUN_PACKAGES)
+# Last, the package alone, as another project installs it: a venv of its own with the
+# package and pytest (the locked version) only, its tests run from its folder, on a
+# redis-server of their own: nothing of this project is there to lean on.
+test-contract: PACKAGES := $(RUN_PACKAGES) openssl:openssl
 test-contract: install
 	$(VENV)/bin/python guarantees/contract/contract.py
 	$(VENV)/bin/python guarantees/contract/patches.py
+	rm -rf .run/package && $(PYTHON) -m venv .run/package
+	.run/package/bin/pip install --quiet ./guarantees \
+		pytest==$$($(VENV)/bin/python -c 'import pytest; print(pytest.__version__)')
+	cd guarantees && ../.run/package/bin/python -m pytest -p no:cacheprovider
 
 # docker-compose.yml for real: the image built, the stack up under Podman, every door tried
 # through the proxy (storefront/tests/test_stack*.py). Apart from `make test`'s ten
