@@ -15,7 +15,8 @@ has been there longer than the visibility timeout, as kombu does for `unacked`. 
 messages wait (the record says how many), the next is taken and recorded in one script
 instead, in Redis and at once too: one round trip where BLMOVE and the record are two.
 (docs/kombu-redis-brpop-loses-a-message-taken-by-a-killed-worker.md; upstream, the take of
-a one-list consumer: patches/kombu-5.7.0-redis-take-with-blmove.patch.)
+a one-list consumer: patches/kombu-5.7.0-redis-take-with-blmove.patch, and on it
+patches/kombu-5.7.0-redis-take-and-record-while-messages-wait.patch.)
 
 Redis cannot wait on several lists without popping from them (BRPOP) nor move from one of
 several (BLMOVE takes one; redis/redis#1785). A worker of several lists (several queues,
@@ -26,7 +27,8 @@ on several and a bell carries nothing to lose), which every publish rings and wh
 worker rings again when it leaves messages behind, for the next idle one. A message
 published past the bells (by stock kombu, or given back by a restore) is found within
 `brpop_timeout` (1 s), when the wait ends. With a `global_keyprefix`, every key is
-prefixed, the package's too.
+prefixed, the package's too. (Upstream, on the two patches above:
+patches/kombu-5.7.0-redis-several-lists-take-by-script-and-wait-on-bells.patch.)
 
 kombu's Redis channel decodes each message in the worker's event loop. Bytes that are
 not a message (not JSON, a JSON value of another shape, an envelope without its
@@ -444,7 +446,8 @@ class Channel(redis.Channel):
 
     def _purge(self, queue: str) -> int:
         # kombu's empties the queue; what a dead worker left taking would come back to it
-        # after the visibility timeout and run: it goes too, and counts.
+        # after the visibility timeout and run: it goes too, and counts (upstream:
+        # patches/kombu-5.7.0-redis-purge-counts-the-taking-list.patch).
         taking = taking_list(queue)
         with self.conn_or_acquire() as client:
             pipe = client.pipeline().llen(taking).delete(taking, first_seen(queue), bell(queue))
