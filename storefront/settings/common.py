@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 import dj_database_url
 from celery.schedules import crontab
 from csp.constants import NONE, SELF
+from kombu import Queue
 
 from storefront.logs import logging_config
 from storefront.rabbitmq import task_queues
@@ -321,7 +322,9 @@ if any(is_sentinel(url) for url in (CELERY_BROKER_URL, CELERY_RESULT_BACKEND)):
 CELERY_TASK_DEFAULT_QUEUE = "celery"
 MAIL_QUEUE = "mail"
 TASK_QUEUES = [CELERY_TASK_DEFAULT_QUEUE, MAIL_QUEUE]
-CELERY_TASK_QUEUES: object = {name: {"routing_key": name} for name in TASK_QUEUES}
+# Queue objects, as Celery documents them: Flower reads their names when no worker is
+# online (a mapping of names broke its queue lengths, /api/queues/length, with a 500).
+CELERY_TASK_QUEUES = [Queue(name, routing_key=name) for name in TASK_QUEUES]
 CELERY_TASK_ROUTES = {"playground.tasks.send_batch": {"queue": MAIL_QUEUE}}
 if BROKER_IS_RABBITMQ:
     # Quorum queues with a delivery limit and a dead-letter queue (storefront/rabbitmq.py).

@@ -6,7 +6,7 @@ import requests
 from flower.urls import handlers
 from tornado.web import RequestHandler
 
-from conftest import FLOWER_LOGIN, procfile_command, queued_tasks
+from conftest import FLOWER_LOGIN, procfile_command, queued_tasks, sent_message
 
 WEAK = ["admin:admin", "ops:s3cret", "ops:password1234", "ops"]
 
@@ -95,3 +95,23 @@ def test_wrong_passwords_from_one_address_are_refused_unchecked_from_the_fifth_o
     assert [guess.status_code for guess in guesses] == [401] * 5
     assert right.status_code == 429  # until the first guess is a minute old
     assert "too many failed logins" in flower.log()
+
+
+@pytest.mark.parametrize("prefix", ["", "shop:"], ids=["no prefix", "global_keyprefix"])
+def test_flower_counts_the_messages_waiting_in_each_queue(
+    prefix, project_env, start_flower, broker
+):
+    # What an operator (or an autoscaler) reads to size the workers: with every key
+    # prefixed (CELERY_BROKER_KEY_PREFIX), the queues' lists are the prefixed ones.
+    project_env["CELERY_BROKER_KEY_PREFIX"] = prefix
+    flower = start_flower()
+    for queue, waiting in (("celery", 2), ("mail", 1)):
+        for _ in range(waiting):
+            broker.lpush(f"{prefix}{queue}", sent_message(broker, "playground.tasks.relay_outbox"))
+
+    lengths = requests.get(flower.url("/api/queues/length"), auth=FLOWER_LOGIN, timeout=5)
+
+    assert {queue["name"]: queue["messages"] for queue in lengths.json()["active_queues"]} == {
+        "celery": 2,
+        "mail": 1,
+    }
