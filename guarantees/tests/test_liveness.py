@@ -100,6 +100,7 @@ def test_a_consumer_taken_for_dead_takes_nothing_more_and_its_late_ack_forgets_n
     frozen.release()
 
 
+@pytest.mark.slow  # a redis-server of its own
 def test_a_consumer_that_cannot_reach_redis_for_a_moment_says_so_once_and_again_when_back(
     tmp_path, caplog, monkeypatch
 ):
