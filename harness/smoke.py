@@ -1,7 +1,7 @@
 """Waits until `make run` serves: the course's page and Flower (with development's
-credentials) answer 200. Standard library only, as `python3 -m harness.smoke` from the
-clone: it runs outside the project's venv (harness/debian13). Fails, saying what did not
-answer, after `--timeout` seconds."""
+credentials) answer 200, as a person's browser would ask (`.venv/bin/python -m
+harness.smoke` from the clone: harness/debian13). Fails, saying what did not answer,
+after `--timeout` seconds."""
 
 import argparse
 import base64
