@@ -6,6 +6,7 @@ freezes real workers."""
 
 import json
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from celery_guarantees.liveness import Liveness
@@ -123,3 +124,24 @@ def test_a_consumer_that_cannot_reach_redis_for_a_moment_says_so_once_and_again_
         assert len([line for line in said if "Could not renew" in line]) == 1
         assert not channel.liveness.lost
     server.stop()
+
+
+def test_a_silent_consumers_message_wakes_a_live_consumer_of_several_lists_at_once(
+    a_message, broker, redis_server
+):
+    # The live one waits on its queues' bells for 60 s: the giving back rings the bell of
+    # the message's queue, or it would not take it within the 10 s it is given.
+    held, survived = [], []
+    dead, channel = consumer_channel(redis_server, held, queues=["celery", "mail"], **WINDOW)
+    took_one(dead, held)
+    silenced(channel)
+    survivor, other = consumer_channel(redis_server, survived, queues=["celery", "mail"], **WINDOW)
+    other.brpop_timeout = 60
+    with survivor:
+        waiting = ThreadPoolExecutor(1).submit(survivor.drain_events, timeout=10)
+        waiting.result()
+
+        [message] = survived
+        assert message.delivery_tag == held[0].delivery_tag
+        assert not broker.exists("celery.bell")  # taken with the message
+    dead.release()

@@ -100,8 +100,10 @@ return redis.call('ZRANGE', KEYS[1], '-inf', '(' .. (at - ARGV[2]), 'BYSCORE')
 
 # Give the message of tag ARGV[1] back, if the consumer ARGV[2] still holds it (owners
 # KEYS[3]) under the record ARGV[3] (the hash KEYS[2]): out of the index (KEYS[1]) and
-# the hashes, and pushed by ARGV[4] (LPUSH or RPUSH) onto each list KEYS[4...] as the
-# bytes ARGV[5...]. Returns 1 if it did.
+# the hashes, and pushed by ARGV[4] (LPUSH or RPUSH) onto each of the ARGV[5] lists
+# KEYS[4...] as the bytes ARGV[6...]; then each bell in the rest of KEYS is rung, to
+# last the ms in the rest of ARGV, so that an idle worker of several lists takes it at
+# once. Returns 1 if it did.
 GIVE_BACK = """
 if redis.call('HGET', KEYS[3], ARGV[1]) ~= ARGV[2]
         or redis.call('HGET', KEYS[2], ARGV[1]) ~= ARGV[3] then
@@ -110,8 +112,13 @@ end
 redis.call('ZREM', KEYS[1], ARGV[1])
 redis.call('HDEL', KEYS[2], ARGV[1])
 redis.call('HDEL', KEYS[3], ARGV[1])
-for i = 4, #KEYS do
-    redis.call(ARGV[4], KEYS[i], ARGV[i + 1])
+local lists = tonumber(ARGV[5])
+for i = 1, lists do
+    redis.call(ARGV[4], KEYS[3 + i], ARGV[5 + i])
+end
+for i = 4 + lists, #KEYS do
+    redis.call('ZADD', KEYS[i], 0, '')
+    redis.call('PEXPIRE', KEYS[i], ARGV[i + 2])
 end
 return 1
 """
@@ -235,7 +242,10 @@ def give_back(channel: Any, tag: str, owner: str, leftmost: bool = False) -> boo
     channel._do_restore_message(message, exchange, routing_key, pushes, leftmost)
     if not pushes:  # kombu could not route it, and said so: left for the timeout
         return False
-    keys = [channel.unacked_index_key, unacked, owners, *(key for _, key, _ in pushes)]
+    lists = [key for _, key, _ in pushes]
+    bells = channel.bells_of(lists)
+    keys = [channel.unacked_index_key, unacked, owners, *lists, *(key for key, _ in bells)]
     [(command, _, _), *_] = pushes
-    args = [tag, owner, record, command, *(value for _, _, value in pushes)]
+    args = [tag, owner, record, command, len(lists), *(value for _, _, value in pushes)]
+    args += [lasts for _, lasts in bells]
     return bool(channel.run(GIVE_BACK, keys, args))

@@ -23,11 +23,13 @@ several (BLMOVE takes one; redis/redis#1785). A worker of several lists (several
 or priority steps) takes with the same script, from the first of its lists that holds a
 message, in kombu's order (priority first, its queues in turn); when none does, it waits
 on its queues' bells (`<queue>.bell`, a sorted set of at most one member: BZPOPMIN waits
-on several and a bell carries nothing to lose), which every publish rings and which a
-worker rings again when it leaves messages behind, for the next idle one. A message
-published past the bells (by stock kombu, or given back by a restore) is found within
-`brpop_timeout` (1 s), when the wait ends. With a `global_keyprefix`, every key is
-prefixed, the package's too. (Upstream, on the two patches above:
+on several and a bell carries nothing to lose), which every publish rings, as does the
+giving back of a dead worker's messages (liveness.py), and which a worker rings again
+when it leaves messages behind, for the next idle one. A message put on a list past the
+bells (published by stock kombu, or put back by kombu's restore after the visibility
+timeout) is found within `brpop_timeout` (1 s), when the wait ends. With a
+`global_keyprefix`, every key is prefixed, the package's too. (Upstream, on the two
+patches above:
 patches/kombu-5.7.0-redis-several-lists-take-by-script-and-wait-on-bells.patch.)
 
 kombu's Redis channel decodes each message in the worker's event loop. Bytes that are
@@ -436,13 +438,22 @@ class Channel(redis.Channel):
         batch = kwargs.pop("_publish_batch", None)
         commands = Commands() if batch is None else batch
         super()._put(queue, message, _publish_batch=commands, **kwargs)  # type: ignore[call-arg]
-        # A queue that expires sooner (x-expires) takes its bell with it, as its lists.
-        lasts = min(self._expires.get(queue, BELL_LASTS_MS), BELL_LASTS_MS)  # type: ignore[attr-defined]
         commands.add("zadd", bell(queue), {"": 0})
-        commands.add("pexpire", bell(queue), lasts)
+        commands.add("pexpire", bell(queue), self.bell_lasts_ms(queue))
         if batch is None:
             with self.conn_or_acquire() as client:
                 commands.execute(client.pipeline(transaction=False))
+
+    def bell_lasts_ms(self, queue: str) -> int:
+        """How long a ring of `queue`'s bell lasts untaken: a queue that expires sooner
+        (x-expires) takes its bell with it, as its lists."""
+        return min(self._expires.get(queue, BELL_LASTS_MS), BELL_LASTS_MS)  # type: ignore[attr-defined]
+
+    def bells_of(self, lists: list[str]) -> list[tuple[str, int]]:
+        """The bells of the queues of these lists (a queue's own, or one of its priority
+        steps': kombu names those `<queue><sep><step>`), each with how long a ring lasts."""
+        queues = dict.fromkeys(key.split(self.sep, 1)[0] for key in lists)
+        return [(bell(queue), self.bell_lasts_ms(queue)) for queue in queues]
 
     def _purge(self, queue: str) -> int:
         # kombu's empties the queue; what a dead worker left taking would come back to it
