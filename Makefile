@@ -108,6 +108,7 @@ test-contract: install
 	rm -rf .run/package && $(PYTHON) -m venv .run/package
 	.run/package/bin/pip install --quiet ./guarantees \
 		pytest==$$($(VENV)/bin/python -c 'import pytest; print(pytest.__version__)')
+	rm -rf guarantees/build  # what pip's build of the package left in the tree
 	cd guarantees && ../.run/package/bin/python -m pytest -p no:cacheprovider
 
 # docker-compose.yml for real: the image built, the stack up under Podman, every door tried
