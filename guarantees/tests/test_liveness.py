@@ -6,7 +6,6 @@ freezes real workers."""
 
 import json
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from celery_guarantees.liveness import Liveness
@@ -20,10 +19,13 @@ from .test_redis_transport import consumer_channel, drained, tag_of, took_one
 WINDOW = {"liveness_window": 1, "visibility_timeout": 3600}
 
 
-def silenced(channel):
-    """Stop `channel`'s renewals, as a SIGSTOP or SIGKILL of its process would."""
+def silent_holder(redis_server, held, queues=("celery",)):
+    """A consumer that took a message into `held` and went silent, as a SIGSTOP or
+    SIGKILL of its process leaves it: its renewals stopped, its channel not closed."""
+    connection, channel = consumer_channel(redis_server, held, queues=queues, **WINDOW)
+    took_one(connection, held)
     channel.liveness.stop()
-    return channel
+    return connection, channel
 
 
 @pytest.mark.parametrize("queues", [["celery"], ["celery", "mail"]], ids=["one list", "several"])
@@ -31,9 +33,7 @@ def test_a_silent_consumers_message_goes_back_to_its_queue_and_to_a_live_consume
     queues, a_message, broker, redis_server
 ):
     held, survived = [], []
-    dead, channel = consumer_channel(redis_server, held, queues=queues, **WINDOW)
-    took_one(dead, held)
-    silenced(channel)
+    dead, _channel = silent_holder(redis_server, held, queues)
     taken_at = time.monotonic()
 
     survivor, other = consumer_channel(redis_server, survived, queues=queues, **WINDOW)
@@ -79,9 +79,7 @@ def test_a_consumer_taken_for_dead_takes_nothing_more_and_its_late_ack_forgets_n
     a_message, broker, redis_server, new_message
 ):
     held, survived = [], []
-    frozen, channel = consumer_channel(redis_server, held, **WINDOW)
-    took_one(frozen, held)
-    silenced(channel)
+    frozen, channel = silent_holder(redis_server, held)
     survivor, other = consumer_channel(redis_server, survived, **WINDOW)
     with survivor:
         took_one(survivor, survived)
@@ -132,14 +130,11 @@ def test_a_silent_consumers_message_wakes_a_live_consumer_of_several_lists_at_on
     # The live one waits on its queues' bells for 60 s: the giving back rings the bell of
     # the message's queue, or it would not take it within the 10 s it is given.
     held, survived = [], []
-    dead, channel = consumer_channel(redis_server, held, queues=["celery", "mail"], **WINDOW)
-    took_one(dead, held)
-    silenced(channel)
+    dead, _channel = silent_holder(redis_server, held, ["celery", "mail"])
     survivor, other = consumer_channel(redis_server, survived, queues=["celery", "mail"], **WINDOW)
     other.brpop_timeout = 60
     with survivor:
-        waiting = ThreadPoolExecutor(1).submit(survivor.drain_events, timeout=10)
-        waiting.result()
+        survivor.drain_events(timeout=10)
 
         [message] = survived
         assert message.delivery_tag == held[0].delivery_tag
