@@ -156,8 +156,7 @@ def test_a_whole_worker_killed_at_a_random_moment_sends_nobody_two_emails(
     call(project_env, "Killed at random")
 
     def kill_the_whole_worker():
-        for pid in [*pool_processes(first), first.popen.pid]:
-            os.kill(pid, signal.SIGKILL)
+        first.kill()
 
     share = kill_at_a_random_moment(notification, seed, kill_the_whole_worker)
     first.popen.wait()

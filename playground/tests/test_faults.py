@@ -237,9 +237,7 @@ def handed_to_a_worker_then_killed(message, broker, queue, project_env, start_wo
         return False
 
     wait_until(handed_to_the_frozen_worker, what="the message handed to the frozen worker")
-    for pid in [*pool_processes(first), first.popen.pid]:
-        os.kill(pid, signal.SIGKILL)
-    first.popen.wait()
+    first.kill()
 
 
 def the_next_worker_sends_the_notification(inbox, start_worker, database):

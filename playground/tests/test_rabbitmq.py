@@ -77,9 +77,7 @@ def test_a_batch_whose_whole_worker_is_killed_goes_back_at_once_to_another_worke
     thirty_customers.wait_until_holding()
     start_worker("second", "--concurrency=1")
 
-    for pid in [*pool_processes(first), first.popen.pid]:
-        os.kill(pid, signal.SIGKILL)
-    first.popen.wait()
+    first.kill()
     thirty_customers.release()
 
     wait_until_done(database, timeout=60)

@@ -80,9 +80,7 @@ def killed_mid_batch(inbox, project_env, start_worker, broker):
     inbox.wait_until_holding()
     tag, taken_at = the_one_held(broker)
 
-    for pid in [*pool_processes(first), first.popen.pid]:
-        os.kill(pid, signal.SIGKILL)
-    first.popen.wait()
+    first.kill()
     inbox.release()
     start_worker("second", "--concurrency=1")
     wait_until(lambda: broker.zscore("unacked_index", tag) not in (taken_at, None),
